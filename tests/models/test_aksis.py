@@ -1,0 +1,216 @@
+"""Aksis: config, forward, training, save/load, generation, tokenizer and remote-code loading."""
+
+import json
+
+import pytest
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    Trainer,
+    TrainingArguments,
+)
+
+from lmforge.models import AksisConfig, AksisForCausalLM, AksisModel, AksisTokenizer
+
+from ..conftest import SAMPLE_TEXT, TINY_AKSIS, python_without_lmforge
+
+
+def test_default_config_is_the_reference_size():
+    config = AksisConfig()
+    assert (config.vocab_size, config.max_position_embeddings, config.hidden_size) == (10004, 512, 512)
+    assert (config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (6, 8, 2048)
+    assert config.tie_word_embeddings
+
+
+def test_config_round_trip(tmp_path):
+    config = AksisConfig(**TINY_AKSIS, hidden_dropout=0.0)
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, AksisConfig)
+    assert loaded.to_diff_dict() | {"_name_or_path": ""} == config.to_diff_dict() | {"_name_or_path": ""}
+    assert AksisConfig.from_dict(config.to_dict()).hidden_size == 32
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"hidden_size": 30, "num_attention_heads": 4}, "divisible"),
+        ({"hidden_dropout": -0.1}, "hidden_dropout"),
+        ({"max_position_embeddings": 0}, "max_position_embeddings"),
+    ],
+)
+def test_config_rejects_values_that_do_not_fit(bad, words):
+    with pytest.raises(Exception, match=words):
+        AksisConfig(**bad)
+
+
+def test_forward_shapes_and_loss(tiny_aksis):
+    input_ids = torch.randint(4, tiny_aksis.config.vocab_size, (3, 10))
+    out = tiny_aksis(input_ids=input_ids, labels=input_ids)
+    assert out.logits.shape == (3, 10, tiny_aksis.config.vocab_size)
+    assert out.loss.ndim == 0 and out.loss.item() > 0
+    # an untrained model is close to uniform
+    assert abs(out.loss.item() - torch.log(torch.tensor(float(tiny_aksis.config.vocab_size))).item()) < 1.0
+    hidden = AksisModel(tiny_aksis.config)(input_ids).last_hidden_state
+    assert hidden.shape == (3, 10, 32)
+
+
+def test_lm_head_is_tied_to_embedding(tiny_aksis):
+    assert tiny_aksis.lm_head.weight.data_ptr() == tiny_aksis.model.embed_tokens.weight.data_ptr()
+
+
+def test_eager_and_sdpa_agree(aksis_tokenizer):
+    torch.manual_seed(0)
+    config = AksisConfig(vocab_size=len(aksis_tokenizer), **TINY_AKSIS)
+    eager = AksisForCausalLM._from_config(config, attn_implementation="eager").eval()
+    sdpa = AksisForCausalLM._from_config(config, attn_implementation="sdpa").eval()
+    sdpa.load_state_dict(eager.state_dict())
+    ids = torch.randint(4, config.vocab_size, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # left padding
+    torch.testing.assert_close(eager(ids, attention_mask=mask).logits, sdpa(ids, attention_mask=mask).logits)
+
+
+def test_context_overflow_is_a_clear_error(tiny_aksis):
+    with pytest.raises(ValueError, match="context length"):
+        tiny_aksis(torch.ones(1, 65, dtype=torch.long))
+
+
+def test_gradient_checkpointing_gives_same_gradients(aksis_tokenizer):
+    torch.manual_seed(0)
+    config = AksisConfig(vocab_size=len(aksis_tokenizer), **TINY_AKSIS, hidden_dropout=0.0, attention_dropout=0.0)
+    model = AksisForCausalLM(config).train()
+    ids = torch.randint(4, config.vocab_size, (2, 16))
+    model(ids, labels=ids).loss.backward()
+    reference = model.model.layers[0].mlp.up_proj.weight.grad.clone()
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    model(ids, labels=ids).loss.backward()
+    torch.testing.assert_close(model.model.layers[0].mlp.up_proj.weight.grad, reference)
+
+
+def test_trainer_lowers_the_loss(tmp_path, aksis_tokenizer):
+    torch.manual_seed(0)
+    config = AksisConfig(vocab_size=len(aksis_tokenizer), **TINY_AKSIS)
+    model = AksisForCausalLM(config)
+    ids = aksis_tokenizer(SAMPLE_TEXT * 4)["input_ids"]
+    blocks = [ids[i : i + 32] for i in range(0, len(ids) - 32, 32)]
+    dataset = [{"input_ids": b, "labels": b} for b in blocks]
+    batch = torch.tensor(blocks[:4])
+    model.eval()
+    before = model(batch, labels=batch).loss.item()
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=40,
+        per_device_train_batch_size=4,
+        learning_rate=3e-3,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    Trainer(model=model, args=args, train_dataset=dataset).train()
+    model.eval()
+    after = model(batch, labels=batch).loss.item()
+    assert after < before - 1.0
+
+
+def test_save_load_round_trip_writes_only_safetensors(tmp_path, tiny_aksis, aksis_tokenizer):
+    tiny_aksis.save_pretrained(tmp_path)
+    aksis_tokenizer.save_pretrained(tmp_path)
+    weights = [p.name for p in tmp_path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".safetensors")]
+    assert weights == ["model.safetensors"]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_aksis.AksisForCausalLM"
+    assert (tmp_path / "modeling_aksis.py").is_file() and (tmp_path / "configuration_aksis.py").is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, AksisForCausalLM)
+    ids = torch.randint(4, tiny_aksis.config.vocab_size, (2, 9))
+    torch.testing.assert_close(loaded(ids).logits, tiny_aksis(ids).logits, rtol=0, atol=0)
+    assert isinstance(AutoModel.from_pretrained(tmp_path), AksisModel)
+
+
+def test_greedy_generation_same_with_and_without_cache(tiny_aksis):
+    ids = torch.randint(4, tiny_aksis.config.vocab_size, (1, 5))
+    kwargs = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
+    with_cache = tiny_aksis.generate(ids, use_cache=True, **kwargs)
+    without_cache = tiny_aksis.generate(ids, use_cache=False, **kwargs)
+    assert with_cache.shape == (1, 17)
+    assert torch.equal(with_cache, without_cache)
+
+
+def test_batched_left_padded_generation_equals_one_by_one(tiny_aksis, aksis_tokenizer):
+    aksis_tokenizer.padding_side = "left"
+    prompts = ["First Citizen:", "All:\nSpeak, speak. You are all"]
+    batch = aksis_tokenizer(prompts, return_tensors="pt", padding=True)
+    assert (batch["attention_mask"] == 0).any()
+    kwargs = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
+    batched = tiny_aksis.generate(**batch, **kwargs)[:, -8:]
+    for row, prompt in enumerate(prompts):
+        single = tiny_aksis.generate(**aksis_tokenizer(prompt, return_tensors="pt"), **kwargs)[:, -8:]
+        assert torch.equal(batched[row], single[0])
+
+
+def test_seeded_sampling_is_reproducible_and_options_pass_through(tiny_aksis):
+    ids = torch.randint(4, tiny_aksis.config.vocab_size, (1, 4))
+    config = GenerationConfig(do_sample=True, top_k=5, top_p=0.9, temperature=0.7, max_new_tokens=10, pad_token_id=0)
+    torch.manual_seed(3)
+    first = tiny_aksis.generate(ids, generation_config=config)
+    torch.manual_seed(3)
+    second = tiny_aksis.generate(ids, generation_config=config)
+    assert torch.equal(first, second)
+    # top_k=1 sampling is greedy decoding: the option really reaches the sampler
+    greedy = tiny_aksis.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=0, eos_token_id=None)
+    top1 = tiny_aksis.generate(
+        ids, generation_config=GenerationConfig(do_sample=True, top_k=1, max_new_tokens=10, pad_token_id=0)
+    )
+    assert torch.equal(greedy, top1)
+
+
+def test_tokenizer_round_trip_and_special_tokens(tmp_path, aksis_tokenizer):
+    text = "Héllo wörld — naïve café ☃ 日本語 🙂\nsecond line"
+    assert aksis_tokenizer.decode(aksis_tokenizer(text)["input_ids"]) == text
+    assert [aksis_tokenizer.pad_token_id, aksis_tokenizer.unk_token_id] == [0, 1]
+    assert [aksis_tokenizer.bos_token_id, aksis_tokenizer.eos_token_id] == [2, 3]
+    aksis_tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert isinstance(loaded, AksisTokenizer)
+    assert loaded(text)["input_ids"] == aksis_tokenizer(text)["input_ids"]
+    chat = loaded.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert chat == "<s>user: hi</s>\n<s>assistant: "
+
+
+def test_reference_tokenizer_has_10000_tokens_plus_4_specials():
+    from lmforge.data import load_plays
+
+    texts = [text for _, text in load_plays(max_plays=6)]
+    tokenizer = AksisTokenizer.train_from_texts(texts, vocab_size=10000)
+    assert len(tokenizer) == 10004
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3]) == ["<pad>", "<unk>", "<s>", "</s>"]
+
+
+def test_loads_with_trust_remote_code_where_lmforge_is_absent(tmp_path, tiny_aksis, aksis_tokenizer):
+    folder = tmp_path / "model"
+    tiny_aksis.save_pretrained(folder)
+    aksis_tokenizer.save_pretrained(folder)
+    code = f"""
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+try:
+    import lmforge
+    raise SystemExit("lmforge should not be importable here")
+except ImportError:
+    pass
+tok = AutoTokenizer.from_pretrained({str(folder)!r}, trust_remote_code=True)
+model = AutoModelForCausalLM.from_pretrained({str(folder)!r}, trust_remote_code=True)
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+out = model.generate(**tok("First Citizen:", return_tensors="pt"), max_new_tokens=5, do_sample=False)
+print("GENERATED", out.shape[1])
+"""
+    result = python_without_lmforge(code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "GENERATED" in result.stdout
