@@ -1,0 +1,194 @@
+"""The `lmforge` command line: one entry point over the library.
+
+    lmforge quickstart                          train a small model on the embedded corpus, then generate
+    lmforge train RECIPE.yaml [--key value]     the same path as `accelerate launch recipes/train.py RECIPE.yaml`
+    lmforge generate --model-path DIR --prompt TEXT
+    lmforge chat --model-path DIR
+    lmforge evaluate --model-path DIR --input-file FILE
+
+Every error the user can fix is printed as one line starting with `error:`, with exit code 1.
+"""
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from ..errors import LmforgeError
+
+Handler = Callable[[argparse.Namespace, list[str]], int]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (with a pointer to --help), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{value}'") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {number}")
+    return number
+
+
+def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-path", required=True, help="A saved model folder (the output_dir of a run).")
+    parser.add_argument(
+        "--max-new-tokens",
+        "--num-tokens",
+        dest="max_new_tokens",
+        type=_positive_int,
+        default=100,
+        help="How many new tokens to generate (default 100).",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="Random seed, for reproducible sampling.")
+    parser.add_argument("--do-sample", action="store_true", help="Sample instead of greedy decoding.")
+    parser.add_argument("--temperature", type=float, default=None, help="Sampling temperature (implies sampling).")
+    parser.add_argument("--top-k", type=int, default=None, help="Sample from the k most likely tokens.")
+    parser.add_argument("--top-p", type=float, default=None, help="Nucleus sampling threshold (0-1).")
+    parser.add_argument("--num-beams", type=int, default=None, help="Beam search with this many beams.")
+    parser.add_argument("--repetition-penalty", type=float, default=None, help="Penalty on repeated tokens (>1).")
+
+
+def _generation_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    sampling = args.do_sample or any(v is not None for v in (args.temperature, args.top_k, args.top_p))
+    return {
+        "do_sample": sampling,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "num_beams": args.num_beams,
+        "repetition_penalty": args.repetition_penalty,
+    }
+
+
+def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from ..training import apply_overrides, parse_recipe, read_recipe, run_training
+
+    # The recipe is the first word after `train` (argparse cannot tell it from the value of a --key override).
+    recipe_path = extra.pop(0) if extra and not extra[0].startswith("-") else None
+    if recipe_path:
+        recipe = read_recipe(recipe_path)
+        source = f"recipe {recipe_path}"
+    else:
+        if not args.input_file:
+            raise LmforgeError("give a recipe (lmforge train RECIPE.yaml) or --input-file FILE")
+        recipe = {"model_type": args.model, "train_file": args.input_file}
+        source = "command line"
+    if args.model and recipe_path:
+        recipe["model_type"] = args.model
+    if args.input_file and recipe_path:
+        recipe["train_file"] = args.input_file
+    if args.output_dir:
+        recipe["output_dir"] = args.output_dir
+    recipe.setdefault("output_dir", f"outputs/{recipe.get('model_type', 'aksis')}")
+    recipe.setdefault("report_to", "none")
+    model_args, data_args, training_args = parse_recipe(apply_overrides(recipe, extra), source=source)
+    run_training(model_args, data_args, training_args)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
+    from ..generation import generate_text, load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(args.model_path)
+    text = generate_text(
+        model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, seed=args.seed, **_generation_kwargs(args)
+    )
+    print(args.prompt + text if not model.config.is_encoder_decoder else text)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace, extra: list[str]) -> int:
+    from .chat import run_chat
+
+    return run_chat(args)
+
+
+def cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
+    from ..data import read_text_file
+    from ..evaluation import sliding_window_perplexity
+    from ..generation import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(args.model_path)
+    text = read_text_file(args.input_file)
+    result = sliding_window_perplexity(
+        model, tokenizer, [text], max_length=args.max_length, stride=args.stride, show_progress=True
+    )
+    print(f"perplexity {result.perplexity:.3f} (mean NLL {result.mean_nll:.4f} over {result.num_tokens} tokens)")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace, extra: list[str]) -> int:
+    from .quickstart import run_quickstart
+
+    return run_quickstart(args, extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="lmforge", description="Train, run and share lmforge language models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("quickstart", help="Train a small model on the embedded corpus, save it, print samples.")
+    p.add_argument("--output-dir", default="outputs/quickstart", help="Where the model is saved.")
+    p.add_argument("--max-steps", type=_positive_int, default=None, help="Training steps (default: the recipe's).")
+    p.set_defaults(handler=cmd_quickstart)
+
+    p = sub.add_parser(
+        "train",
+        help="Train from a YAML recipe (or one text file); any recipe key can follow as --key value.",
+        usage="lmforge train [RECIPE.yaml] [--model TYPE] [--input-file FILE] [--output-dir DIR] [--key value ...]",
+        description="Train from a YAML recipe (see recipes/), given first, or from one text file with --input-file. "
+        "Any recipe key can follow as --key value, e.g. --max_steps 200 --config_overrides.hidden_size 128.",
+    )
+    p.add_argument("--model", default=None, help="Model type: aksis, char_transformer, ae_llm, latent_reasoner.")
+    p.add_argument("--input-file", default=None, help="Train on this UTF-8 text file (90%% train / 10%% validation).")
+    p.add_argument("--output-dir", default=None, help="Where checkpoints and the final model go.")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("generate", help="Generate text from a saved model.")
+    _add_generation_options(p)
+    p.add_argument("--prompt", default="", help="The text to continue (or the question / dialogue to answer).")
+    p.set_defaults(handler=cmd_generate)
+
+    p = sub.add_parser("chat", help="Chat with a saved model; /reset clears the history, /exit quits.")
+    _add_generation_options(p)
+    p.add_argument("--system", default=None, help="A system message at the start of the conversation.")
+    p.set_defaults(handler=cmd_chat)
+
+    p = sub.add_parser("evaluate", help="Sliding-window perplexity of a saved model on a text file.")
+    p.add_argument("--model-path", required=True, help="A saved model folder.")
+    p.add_argument("--input-file", required=True, help="A UTF-8 text file to score.")
+    p.add_argument("--max-length", type=_positive_int, default=None, help="Window length (default: the context).")
+    p.add_argument("--stride", type=_positive_int, default=None, help="Window step (default: half the window).")
+    p.set_defaults(handler=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if extra and args.command not in ("train", "quickstart"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return int(args.handler(args, extra))
+    except LmforgeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Causal language-modelling datasets: tokenize, then group into blocks of `block_size` tokens."""
+
+from collections.abc import Iterator
+from itertools import chain
+from typing import Any
+
+from datasets import DatasetDict
+from transformers import PreTrainedTokenizerBase
+
+from ..errors import LmforgeError
+
+
+def tokenize_and_group(
+    raw: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    block_size: int,
+    num_proc: int | None = None,
+    load_from_cache_file: bool = True,
+) -> DatasetDict:
+    """Tokenize the `text` column (an end-of-sequence token after each document) and cut the stream into blocks.
+
+    The result has one column, `input_ids`, of exactly `block_size` tokens per row; the tail that does not fill a
+    block is dropped. `DataCollatorForLanguageModeling(mlm=False)` turns rows into (input_ids, labels) batches.
+    """
+    if block_size <= 0:
+        raise LmforgeError(f"block_size must be positive, got {block_size}")
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+    def tokenize(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
+        # Documents are longer than the context on purpose: they are cut into blocks below.
+        encoded = tokenizer(batch["text"], add_special_tokens=False, verbose=False)["input_ids"]
+        return {"input_ids": [ids + eos for ids in encoded]}
+
+    def group(batch: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
+        stream = list(chain.from_iterable(batch["input_ids"]))
+        usable = (len(stream) // block_size) * block_size
+        return {"input_ids": [stream[i : i + block_size] for i in range(0, usable, block_size)]}
+
+    tokenized = raw.map(
+        tokenize,
+        batched=True,
+        num_proc=num_proc,
+        remove_columns=raw["train"].column_names,
+        load_from_cache_file=load_from_cache_file,
+        desc="Tokenizing",
+    )
+    grouped = tokenized.map(
+        group,
+        batched=True,
+        batch_size=1000,
+        num_proc=num_proc,
+        load_from_cache_file=load_from_cache_file,
+        desc="Grouping",
+    )
+    for split, dataset in grouped.items():
+        if dataset.num_rows == 0:
+            total = sum(len(ids) for ids in tokenized[split]["input_ids"])
+            raise LmforgeError(
+                f"the {split} split has {total} tokens, fewer than one block of {block_size}; "
+                "give more text or a smaller block_size"
+            )
+    return grouped
+
+
+def iter_texts(raw: DatasetDict, split: str = "train", batch_size: int = 1000) -> Iterator[list[str]]:
+    """Batches of raw texts, for training a tokenizer without holding the corpus twice in memory."""
+    for batch in raw[split].iter(batch_size=batch_size):
+        texts: Any = batch["text"]
+        yield texts
+
+
+__all__ = ["iter_texts", "tokenize_and_group"]

