@@ -1,0 +1,443 @@
+"""AE-LLM: config, shapes, Thinking Net, losses, training, freezing, save/load, generate() and remote-code loading."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub.errors import StrictDataclassError
+from transformers import (
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    Trainer,
+    TrainingArguments,
+)
+from transformers.modeling_outputs import BaseModelOutput
+
+import lmforge.models  # noqa: F401  (registers the Auto classes)
+from lmforge.models.ae_llm import (
+    AELLMConfig,
+    AELLMForConditionalGeneration,
+    AELLMRecurrentCache,
+    AELLMTokenizer,
+)
+from lmforge.models.ae_llm.modeling_ae_llm import load_balancing_loss, shift_tokens_right
+
+QA_PAIRS = [
+    ("what is the capital of france?", "paris is the capital."),
+    ("who wrote hamlet?", "shakespeare wrote it."),
+    ("what color is the sky?", "the sky is blue."),
+    ("how many legs has a cat?", "a cat has four legs."),
+    ("what do bees make?", "bees make honey."),
+    ("where does the sun rise?", "the sun rises in the east."),
+    ("what is frozen water?", "frozen water is ice."),
+    ("which animal barks?", "the dog barks."),
+]
+TEXTS = [text for pair in QA_PAIRS for text in pair]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> AELLMTokenizer:
+    return AELLMTokenizer.train_from_texts(TEXTS * 5, vocab_size=320)
+
+
+def tiny_config(tokenizer: AELLMTokenizer, **overrides: object) -> AELLMConfig:
+    values: dict[str, object] = {
+        "vocab_size": len(tokenizer),
+        "embedding_size": 16,
+        "hidden_size": 24,
+        "latent_size": 20,
+        "intermediate_size": 32,
+        "max_position_embeddings": 32,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "memory_slots": 8,
+        "num_gated_blocks": 2,
+        "hyper_adapter_size": 16,
+        "dropout": 0.0,
+    }
+    values.update(overrides)
+    return AELLMConfig(**values)  # type: ignore[arg-type]
+
+
+def tiny_model(tokenizer: AELLMTokenizer, seed: int = 0, **overrides: object) -> AELLMForConditionalGeneration:
+    torch.manual_seed(seed)
+    return AELLMForConditionalGeneration(tiny_config(tokenizer, **overrides))
+
+
+def qa_batch(tokenizer: AELLMTokenizer, pairs: list[tuple[str, str]] = QA_PAIRS[:4]) -> dict[str, torch.Tensor]:
+    batch = dict(tokenizer([q for q, _ in pairs], return_tensors="pt", padding=True))
+    labels = tokenizer([a for _, a in pairs], return_tensors="pt", padding=True)["input_ids"]
+    batch["labels"] = labels.masked_fill(labels == tokenizer.pad_token_id, -100)
+    return batch
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict[str, list[int]]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        return self.rows[index]
+
+
+def run_trainer(
+    model: AELLMForConditionalGeneration, tokenizer: AELLMTokenizer, rows: list, tmp: Path, steps: int
+) -> None:
+    args = TrainingArguments(
+        output_dir=str(tmp),
+        max_steps=steps,
+        per_device_train_batch_size=16,
+        learning_rate=3e-2,
+        lr_scheduler_type="constant",
+        weight_decay=0.01,
+        logging_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+    Trainer(model=model, args=args, train_dataset=ListDataset(rows), data_collator=collator).train()
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer: AELLMTokenizer, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny model trained by the real Trainer to reconstruct the corpus, with its loss before and after."""
+    model = tiny_model(tokenizer, mode="reconstruct", hidden_size=32, latent_size=32)
+    rows = []
+    for text in TEXTS:
+        ids = tokenizer(text)["input_ids"]
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids})
+    eval_batch = dict(tokenizer(TEXTS, return_tensors="pt", padding=True))
+    eval_batch["labels"] = eval_batch["input_ids"].masked_fill(eval_batch["attention_mask"] == 0, -100)
+
+    def eval_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(model(**eval_batch).loss)
+
+    before = eval_loss()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is several times faster than two on a shared CPU
+    try:
+        run_trainer(model, tokenizer, rows, tmp_path_factory.mktemp("trainer"), steps=300)
+    finally:
+        torch.set_num_threads(threads)
+    after = eval_loss()
+    return {"model": model.eval(), "before": before, "after": after}
+
+
+# --- config ---
+
+
+def test_config_round_trip(tmp_path: Path) -> None:
+    config = AELLMConfig(vocab_size=500, latent_size=40, num_experts=6, num_experts_per_tok=3, mode="reconstruct")
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, AELLMConfig)
+    assert loaded.to_diff_dict() == config.to_diff_dict()
+    assert (loaded.latent_size, loaded.num_experts_per_tok, loaded.mode) == (40, 3, "reconstruct")
+    assert loaded.is_encoder_decoder and loaded.model_type == "ae_llm"
+    defaults = AELLMConfig()
+    assert (defaults.embedding_size, defaults.hidden_size, defaults.latent_size) == (64, 32, 124)
+    assert (defaults.num_experts, defaults.num_experts_per_tok, defaults.memory_slots) == (4, 2, 32)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"num_experts": 2, "num_experts_per_tok": 3}, "num_experts_per_tok"),
+        ({"mode": "dream"}, "mode"),
+        ({"teacher_forcing_ratio": 1.5}, "1.0"),
+        ({"vocab_size": 3}, "vocab_size"),
+        ({"decoder_start_token_id": None}, "decoder_start_token_id"),
+        ({"tie_word_embeddings": True}, "tie_word_embeddings"),
+        ({"latent_size": 0}, "greater or equal"),
+    ],
+)
+def test_config_validation_errors(overrides: dict, message: str) -> None:
+    with pytest.raises((StrictDataclassError, ValueError, TypeError), match=message):
+        AELLMConfig(**overrides)
+
+
+# --- shapes and the Thinking Net ---
+
+
+def test_forward_shapes(tokenizer: AELLMTokenizer) -> None:
+    model = tiny_model(tokenizer).eval()
+    config = model.config
+    batch = qa_batch(tokenizer)
+    batch_size, answer_len = batch["labels"].shape
+
+    encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert isinstance(encoded, BaseModelOutput)
+    assert encoded.last_hidden_state.shape == (batch_size, 1, config.latent_size)
+
+    out = model(**batch)
+    assert out.logits.shape == (batch_size, answer_len, config.vocab_size)
+    assert out.encoder_last_hidden_state.shape == (batch_size, 1, config.latent_size)
+    assert out.latent.shape == (batch_size, config.latent_size)
+    assert out.router_logits.shape == (batch_size, config.num_experts)
+    assert out.bow_logits.shape == (batch_size, config.vocab_size)
+    assert out.past_key_values is None  # no cache when training on labels
+
+    reconstruct = model(**batch, mode="reconstruct")
+    assert reconstruct.router_logits is None and reconstruct.bow_logits is None
+    assert torch.equal(reconstruct.latent, encoded.last_hidden_state[:, 0])
+    assert torch.equal(reconstruct.loss, reconstruct.lm_loss)
+
+    decoder_input_ids = shift_tokens_right(batch["labels"], config.pad_token_id, config.decoder_start_token_id)
+    assert torch.equal(decoder_input_ids[:, 0], torch.full((batch_size,), config.decoder_start_token_id))
+    step = model(**{k: v for k, v in batch.items() if k != "labels"}, decoder_input_ids=decoder_input_ids[:, :3])
+    assert isinstance(step.past_key_values, AELLMRecurrentCache)
+    assert step.past_key_values.hidden_state.shape == (config.num_hidden_layers, batch_size, config.hidden_size)
+    assert step.past_key_values.get_seq_length() == 3
+
+
+def test_encoder_latent_ignores_padding(tokenizer: AELLMTokenizer) -> None:
+    model = tiny_model(tokenizer).eval()
+    texts = ["what is the capital of france?", "who wrote hamlet?"]
+    right = tokenizer(texts, return_tensors="pt", padding=True)
+    tokenizer.padding_side = "left"
+    try:
+        left = tokenizer(texts, return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = "right"
+    alone = tokenizer(texts[1:], return_tensors="pt")
+    with torch.no_grad():
+        latent_right = model.get_encoder()(**right).last_hidden_state
+        latent_left = model.get_encoder()(**left).last_hidden_state
+        latent_alone = model.get_encoder()(**alone).last_hidden_state
+    torch.testing.assert_close(latent_left, latent_right)
+    torch.testing.assert_close(latent_right[1:], latent_alone)
+
+
+def test_moe_routes_each_latent_to_exactly_top_k_experts(tokenizer: AELLMTokenizer) -> None:
+    model = tiny_model(tokenizer, num_experts=5, num_experts_per_tok=2)
+    moe = model.transition.moe
+    rows_seen = [0] * len(moe.experts)
+    hooks = [
+        expert.register_forward_hook(
+            lambda mod, args, out, i=i: rows_seen.__setitem__(i, rows_seen[i] + args[0].shape[0])
+        )
+        for i, expert in enumerate(moe.experts)
+    ]
+    latent = torch.randn(16, model.config.latent_size)
+    try:
+        output, router_logits, selected = moe(latent)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    assert output.shape == latent.shape and router_logits.shape == (16, 5)
+    assert selected.shape == (16, 2)
+    assert all(len(set(row.tolist())) == 2 for row in selected)  # two different experts per latent
+    assert torch.equal(selected.sort(dim=-1).values, router_logits.topk(2, dim=-1).indices.sort(dim=-1).values)
+    assert sum(rows_seen) == 16 * 2  # every latent went through exactly its 2 experts, no more
+    for expert_idx in range(5):
+        assert rows_seen[expert_idx] == int((selected == expert_idx).sum())
+
+    aux = load_balancing_loss(router_logits, top_k=2)
+    assert aux.item() > 0
+    uniform = load_balancing_loss(torch.zeros(16, 5), top_k=2)
+    torch.testing.assert_close(uniform, torch.tensor(1.0))
+
+
+def test_total_loss_is_sum_of_its_parts(tokenizer: AELLMTokenizer) -> None:
+    model = tiny_model(tokenizer, router_aux_loss_coef=0.5, bow_loss_coef=0.3).eval()
+    out = model(**qa_batch(tokenizer))
+    assert out.router_aux_loss.item() > 0 and out.bow_loss.item() > 0 and out.lm_loss.item() > 0
+    torch.testing.assert_close(out.loss, out.lm_loss + out.router_aux_loss + out.bow_loss)
+
+    # The router only gets a gradient through the aux loss when the lm/bow paths are cut: it is really in the loss.
+    out.router_aux_loss.backward()
+    assert model.transition.moe.router.weight.grad is not None
+    assert model.transition.moe.router.weight.grad.abs().sum() > 0
+
+    no_aux = tiny_model(tokenizer, router_aux_loss_coef=0.0, bow_loss_coef=0.3).eval()
+    out_no_aux = no_aux(**qa_batch(tokenizer))
+    torch.testing.assert_close(out_no_aux.lm_loss, out.lm_loss)
+    torch.testing.assert_close(out.loss - out_no_aux.loss, out.router_aux_loss)
+
+
+def test_scheduled_sampling_extremes(tokenizer: AELLMTokenizer) -> None:
+    batch = qa_batch(tokenizer)
+    # Ratio 1: the step-by-step training path equals the parallel teacher-forced path.
+    model = tiny_model(tokenizer, teacher_forcing_ratio=1.0)
+    with torch.no_grad():
+        parallel = model.eval()(**batch).logits
+        model.config.teacher_forcing_ratio = 0.999999  # force the step loop, gold tokens (almost) always
+        torch.manual_seed(0)
+        stepwise = model.train()(**batch).logits
+    torch.testing.assert_close(stepwise, parallel)
+
+    # Ratio 0: every step reads the model's own previous argmax, i.e. free-running greedy decoding.
+    model.config.teacher_forcing_ratio = 0.0
+    with torch.no_grad():
+        free_running = model.train()(**batch).logits
+        model.eval()
+        tokens = torch.full((batch["labels"].shape[0], 1), model.config.decoder_start_token_id)
+        for _ in range(batch["labels"].shape[1]):
+            logits = model(batch["input_ids"], batch["attention_mask"], decoder_input_ids=tokens).logits
+            tokens = torch.cat([tokens, logits[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(free_running.argmax(-1), tokens[:, 1:])
+
+
+# --- training ---
+
+
+def test_trainer_lowers_reconstruction_loss(trained: dict) -> None:
+    assert trained["model"].config.mode == "reconstruct"
+    assert trained["after"] < 0.5 * trained["before"], (trained["before"], trained["after"])
+
+
+def test_freeze_autoencoder_trains_only_the_thinking_net(tokenizer: AELLMTokenizer) -> None:
+    model = tiny_model(tokenizer, dropout=0.1).train()
+    model.freeze_autoencoder()
+    frozen = {
+        name: param.detach().clone()
+        for module in model.autoencoder_modules()
+        for name, param in module.named_parameters()
+    }
+    assert frozen and not any(p.requires_grad for m in model.autoencoder_modules() for p in m.parameters())
+    thinking_before = {name: p.detach().clone() for name, p in model.transition.named_parameters()}
+    assert all(p.requires_grad for p in model.transition.parameters())
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)  # every parameter on purpose
+    loss = model(**qa_batch(tokenizer)).loss
+    loss.backward()
+    optimizer.step()
+
+    after = {name: p for module in model.autoencoder_modules() for name, p in module.named_parameters()}
+    for name, value in frozen.items():
+        assert torch.equal(after[name], value), f"{name} changed although the autoencoder is frozen"
+    changed = [name for name, p in model.transition.named_parameters() if not torch.equal(p, thinking_before[name])]
+    for part in ("memory.keys", "moe.router.weight", "blocks.0.mlp.up_proj.weight", "hyper_adapter.up_proj.weight"):
+        assert part in changed
+
+    model.unfreeze_autoencoder()
+    assert all(p.requires_grad for p in model.parameters())
+
+
+# --- save / load ---
+
+
+def test_save_load_round_trip(tokenizer: AELLMTokenizer, tmp_path: Path) -> None:
+    model = tiny_model(tokenizer).eval()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert "model.safetensors" in files
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
+    assert {"configuration_ae_llm.py", "modeling_ae_llm.py", "tokenization_ae_llm.py"} <= files
+
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, AELLMForConditionalGeneration)
+    loaded_tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert isinstance(loaded_tokenizer, AELLMTokenizer)
+    assert loaded_tokenizer("What do bees make?")["input_ids"] == tokenizer("What do bees make?")["input_ids"]
+
+    batch = qa_batch(tokenizer)
+    with torch.no_grad():
+        for mode in ("answer", "reconstruct"):
+            assert torch.equal(model(**batch, mode=mode).logits, loaded(**batch, mode=mode).logits)
+
+
+# --- generate ---
+
+
+def test_greedy_generate_equals_manual_loop_and_no_cache(trained: dict, tokenizer: AELLMTokenizer) -> None:
+    model = trained["model"]
+    inputs = tokenizer(["bees make honey.", "the dog barks."], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        cached = model.generate(**inputs, max_new_tokens=10, do_sample=False)
+        uncached = model.generate(**inputs, max_new_tokens=10, do_sample=False, use_cache=False)
+        assert torch.equal(cached, uncached)
+
+        # Manual greedy loop: re-run the whole decoder prefix at each step, no cache.
+        tokens = torch.full((2, 1), model.config.decoder_start_token_id)
+        for _ in range(10):
+            logits = model(**inputs, decoder_input_ids=tokens, use_cache=False).logits
+            tokens = torch.cat([tokens, logits[:, -1:].argmax(-1)], dim=1)
+    eos = model.config.eos_token_id
+    for row in range(2):
+        expected = tokens[row].tolist()
+        if eos in expected:
+            expected = expected[: expected.index(eos) + 1]
+        produced = cached[row].tolist()[: len(expected)]
+        assert produced == expected
+    # The trained decoder follows its latent: two different inputs give two different outputs.
+    assert cached[0].tolist() != cached[1].tolist()
+
+
+def test_beam_search_and_sampling(trained: dict, tokenizer: AELLMTokenizer) -> None:
+    model = trained["model"]
+    inputs = tokenizer(["what do bees make?", "the sky is blue."], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        beams = model.generate(**inputs, max_new_tokens=8, num_beams=3, num_return_sequences=2)
+        beams_no_cache = model.generate(
+            **inputs, max_new_tokens=8, num_beams=3, num_return_sequences=2, use_cache=False
+        )
+        assert beams.shape[0] == 4
+        assert torch.equal(beams, beams_no_cache)  # the cache is reordered with the beams
+
+        torch.manual_seed(1)
+        sampled = model.generate(**inputs, max_new_tokens=8, do_sample=True, top_k=10, temperature=1.5)
+        torch.manual_seed(1)
+        again = model.generate(**inputs, max_new_tokens=8, do_sample=True, top_k=10, temperature=1.5)
+    assert torch.equal(sampled, again)
+    assert sampled.shape[0] == 2 and 2 <= sampled.shape[1] <= 9
+    assert int(sampled.max()) < model.config.vocab_size
+
+
+def test_answer_question_returns_a_string(tokenizer: AELLMTokenizer) -> None:
+    model = tiny_model(tokenizer).eval()
+    answer = model.answer_question("what is the capital of france?", tokenizer, max_new_tokens=6)
+    assert isinstance(answer, str)
+    beam_answer = model.answer_question("who wrote hamlet?", tokenizer, max_new_tokens=6, num_beams=2)
+    assert isinstance(beam_answer, str)
+
+
+def test_loads_with_remote_code_without_lmforge(trained: dict, tokenizer: AELLMTokenizer, tmp_path: Path) -> None:
+    saved = tmp_path / "saved"
+    trained["model"].save_pretrained(saved)
+    tokenizer.save_pretrained(saved)
+    inputs = tokenizer(["bees make honey."], return_tensors="pt")
+    with torch.no_grad():
+        expected = trained["model"].generate(**inputs, max_new_tokens=8, do_sample=False)[0].tolist()
+
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["lmforge"] = None  # `import lmforge` now fails
+        try:
+            import lmforge  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("lmforge is still importable")
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        model = AutoModelForSeq2SeqLM.from_pretrained({str(saved)!r}, trust_remote_code=True).eval()
+        tokenizer = AutoTokenizer.from_pretrained({str(saved)!r}, trust_remote_code=True)
+        assert "lmforge" not in type(model).__module__ and "lmforge" not in type(tokenizer).__module__
+        inputs = tokenizer(["bees make honey."], return_tensors="pt")
+        print(model.generate(**inputs, max_new_tokens=8, do_sample=False)[0].tolist())
+        """
+    )
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == str(expected)
