@@ -3,6 +3,7 @@
 import sys
 
 from ..errors import LmforgeError
+from . import tasks
 from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
 from .builders import BUILDERS, TrainingSetup, register_builder
 from .recipe import apply_overrides, load_recipe, parse_recipe, read_recipe
@@ -41,4 +42,5 @@ __all__ = [
     "read_recipe",
     "register_builder",
     "run_training",
+    "tasks",
 ]

@@ -37,6 +37,23 @@ class ModelArguments:
     attn_implementation: str | None = field(
         default=None, metadata={"help": "Attention kernel: sdpa (default) or eager."}
     )
+    training_phase: str | None = field(
+        default=None,
+        metadata={"help": "AE-LLM phase: autoencoder, transition (autoencoder frozen) or finetune (end to end)."},
+    )
+    encoder_name_or_path: str | None = field(
+        default=None, metadata={"help": "LatentReasoner: the frozen encoder (folder or Hub id)."}
+    )
+    decoder_name_or_path: str | None = field(
+        default=None, metadata={"help": "LatentReasoner: the frozen causal decoder (folder or Hub id)."}
+    )
+    decoder_gguf_file: str | None = field(
+        default=None, metadata={"help": "LatentReasoner: load the decoder from this GGUF file (needs gguf)."}
+    )
+    peft: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "LoRA fine-tuning: {r: 8, lora_alpha: 16, lora_dropout: 0.05, target_modules: [...]}."},
+    )
 
 
 @dataclass
@@ -52,6 +69,18 @@ class DataArguments:
         default=10, metadata={"help": "Part held out for validation when there is no validation split (percent)."}
     )
     block_size: int = field(default=128, metadata={"help": "Tokens per training example (at most the context)."})
+    source_column: str | None = field(
+        default=None, metadata={"help": "Seq2seq models: the input column (question, dialogue...)."}
+    )
+    target_column: str | None = field(
+        default=None, metadata={"help": "Seq2seq models: the output column (answer, summary...)."}
+    )
+    max_source_length: int | None = field(default=None, metadata={"help": "Seq2seq: input tokens kept."})
+    max_target_length: int | None = field(default=None, metadata={"help": "Seq2seq: output tokens kept."})
+    qa_input: str = field(
+        default="question",
+        metadata={"help": "AE-LLM input: question, or question_and_sentence (with the sentence holding the answer)."},
+    )
     max_documents: int | None = field(
         default=None, metadata={"help": "Use only the first N documents of the embedded corpus (quick runs)."}
     )

@@ -28,11 +28,18 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainingSetup:
+    """Everything a run hands to the Trainer, plus optional task-specific hooks."""
+
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     train_dataset: Dataset
     eval_dataset: Dataset
     data_collator: Callable[..., Any]
+    # Passed to the Trainer as is (e.g. EM/F1 or ROUGE from predictions).
+    compute_metrics: Callable[..., dict[str, float]] | None = None
+    # Called after training and the final evaluation on the main process, with (trainer, setup); the metrics it
+    # returns are added to the run's eval metrics and saved (e.g. generation-based scores against a baseline).
+    post_train: Callable[[Any, "TrainingSetup"], dict[str, float]] | None = None
 
 
 Builder = Callable[[ModelArguments, DataArguments, LmforgeTrainingArguments], TrainingSetup]

@@ -103,6 +103,7 @@ def run_training(
         eval_dataset=setup.eval_dataset,
         data_collator=setup.data_collator,
         processing_class=setup.tokenizer,
+        compute_metrics=setup.compute_metrics,
         callbacks=build_callbacks(training_args),
     )
     checkpoint = resolve_checkpoint(training_args)
@@ -123,6 +124,8 @@ def run_training(
     trainer.save_state()
 
     metrics = trainer.evaluate()
+    if setup.post_train is not None and trainer.is_world_process_zero():
+        metrics.update(setup.post_train(trainer, setup))
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
 
