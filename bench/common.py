@@ -1,0 +1,147 @@
+"""Shared helpers of the benchmark scripts: same-size model pairs, paired interleaved timing, peak memory.
+
+The machines are shared and noisy, so every comparison interleaves candidate and baseline, alternates which runs
+first, repeats, and reports the median of the per-round ratios (never two separate averages).
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+import lmforge  # noqa: F401  (registers the Auto classes)
+from lmforge.models import AksisConfig, AksisForCausalLM
+
+
+@dataclass
+class Size:
+    vocab_size: int = 10004
+    context: int = 512
+    hidden_size: int = 512
+    num_layers: int = 6
+    num_heads: int = 8
+    dropout: float = 0.1
+
+
+REFERENCE = Size()
+QUICK = Size(context=256, hidden_size=256, num_layers=4, num_heads=4)
+
+
+def build(name: str, size: Size, attn: str = "sdpa") -> torch.nn.Module:
+    """`aksis` or `gpt2` at exactly the same size (GELU, 4x FFN, tied head, same dropouts)."""
+    torch.manual_seed(0)
+    if name == "aksis":
+        config = AksisConfig(
+            vocab_size=size.vocab_size,
+            max_position_embeddings=size.context,
+            hidden_size=size.hidden_size,
+            intermediate_size=4 * size.hidden_size,
+            num_hidden_layers=size.num_layers,
+            num_attention_heads=size.num_heads,
+            hidden_dropout=size.dropout,
+            attention_dropout=size.dropout,
+        )
+        return AksisForCausalLM._from_config(config, attn_implementation=attn)
+    if name == "gpt2":
+        config = GPT2Config(
+            vocab_size=size.vocab_size,
+            n_positions=size.context,
+            n_embd=size.hidden_size,
+            n_layer=size.num_layers,
+            n_head=size.num_heads,
+            n_inner=4 * size.hidden_size,
+            activation_function="gelu",
+            resid_pdrop=size.dropout,
+            embd_pdrop=size.dropout,
+            attn_pdrop=size.dropout,
+            bos_token_id=2,
+            eos_token_id=3,
+        )
+        return GPT2LMHeadModel._from_config(config, attn_implementation=attn)
+    raise ValueError(f"unknown model {name}")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def paired(
+    candidate: Callable[[], object], baseline: Callable[[], object], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Seconds of each, measured in alternating order, `repeats` rounds."""
+    cand, base = [], []
+    for i in range(repeats):
+        if i % 2 == 0:
+            cand.append(timed(candidate))
+            base.append(timed(baseline))
+        else:
+            base.append(timed(baseline))
+            cand.append(timed(candidate))
+    return cand, base
+
+
+def median_ratio(numerators: list[float], denominators: list[float]) -> float:
+    return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
+
+
+def peak_memory_mb(script: str, args: list[str]) -> float:
+    """Peak memory of one measurement run in a fresh process: CUDA max allocated on a GPU, else peak RSS."""
+    out = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, check=True, env={**os.environ}
+    ).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["peak_mb"])
+
+
+def current_rss_mb() -> float:
+    """Resident memory now (Linux /proc), in MiB; also resets the peak (VmHWM) so it counts from here."""
+    Path("/proc/self/clear_refs").write_text("5")
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def report_peak(base_rss_mb: float) -> None:
+    """Print the peak memory of this process's measurement as the last line (JSON), for `peak_memory_mb`.
+
+    On a GPU: CUDA max allocated. On the CPU: peak RSS minus the RSS before the model was built (so the
+    interpreter and libraries, the same for every model, do not dilute the ratio).
+    """
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if torch.cuda.is_available() else _peak_rss_mb() - base_rss_mb
+    print(json.dumps({"peak_mb": peak}))
+
+
+def machine() -> str:
+    cpu = "?"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores: {cpu})"
+    return f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

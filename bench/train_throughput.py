@@ -1,0 +1,110 @@
+"""Training throughput (tokens/s of forward + backward + AdamW step) and peak memory: Aksis vs GPT2LMHeadModel.
+
+Both models have the same vocabulary, context, width, depth, heads, FFN, dropout, dtype, batch and sequence length.
+Variants: SDPA and eager attention, with and without torch.compile. Each ratio is the median of paired,
+interleaved rounds (alternating order). Peak memory is measured in a fresh process per model.
+
+    python bench/train_throughput.py --quick        # a few minutes on 2 CPU cores
+    python bench/train_throughput.py                # the reference size (6 x 512, context 512)
+"""
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import (
+    QUICK,
+    REFERENCE,
+    build,
+    current_rss_mb,
+    device,
+    machine,
+    median_ratio,
+    paired,
+    peak_memory_mb,
+    report_peak,
+)
+
+
+def make_step(name: str, size, attn: str, batch: int, seq: int, compile_model: bool = False):
+    model = build(name, size, attn).to(device()).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    forward = torch.compile(model) if compile_model else model
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, size.vocab_size, (batch, seq), generator=generator).to(device())
+
+    def step() -> None:
+        loss = forward(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up (allocations, compile)
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller model and fewer rounds")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=None, help="tokens per sequence (default: the context)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per timed round")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile variants")
+    parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "ATTN"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    size = QUICK if args.quick else REFERENCE
+    seq = args.seq or (128 if args.quick else size.context)
+    repeats = args.repeats or (6 if args.quick else 8)
+    steps = args.steps or (3 if args.quick else 2)
+
+    if args.memory_child:
+        base = current_rss_mb()
+        step = make_step(args.memory_child[0], size, args.memory_child[1], args.batch, seq)
+        for _ in range(2):
+            step()
+        report_peak(base)
+        return
+
+    print(f"# Training throughput, {machine()}")
+    print(f"size: {size}, batch {args.batch} x seq {seq}, {steps} steps per round, {repeats} rounds\n")
+    tokens = args.batch * seq * steps
+    variants = [("sdpa", False), ("eager", False)] + ([("sdpa", True)] if args.compile else [])
+    print("| attention | compile | Aksis tok/s | GPT-2 tok/s | Aksis / GPT-2 (median of paired rounds) |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for attn, compiled in variants:
+        aksis_step = make_step("aksis", size, attn, args.batch, seq, compiled)
+        gpt2_step = make_step("gpt2", size, attn, args.batch, seq, compiled)
+
+        def run(step):
+            return lambda: [step() for _ in range(steps)]
+
+        aksis_t, gpt2_t = paired(run(aksis_step), run(gpt2_step), repeats)
+        ratio = median_ratio(gpt2_t, aksis_t)  # throughput ratio = time ratio inverted
+        print(
+            f"| {attn} | {compiled} | {tokens / statistics.median(aksis_t):,.0f} | "
+            f"{tokens / statistics.median(gpt2_t):,.0f} | {ratio:.3f}x |"
+        )
+
+    print("\n| attention | Aksis peak MiB | GPT-2 peak MiB | Aksis / GPT-2 (median of paired rounds) |")
+    print("| --- | ---: | ---: | ---: |")
+    script = str(Path(__file__).resolve())
+    extra = ["--batch", str(args.batch), "--seq", str(seq)] + (["--quick"] if args.quick else [])
+    for attn in ("sdpa", "eager"):
+        aksis_m, gpt2_m = [], []
+        for i in range(3):
+            order = [("aksis", aksis_m), ("gpt2", gpt2_m)]
+            for name, sink in order if i % 2 == 0 else order[::-1]:
+                sink.append(peak_memory_mb(script, [*extra, "--memory-child", name, attn]))
+        print(
+            f"| {attn} | {statistics.median(aksis_m):,.0f} | {statistics.median(gpt2_m):,.0f} | "
+            f"{median_ratio(aksis_m, gpt2_m):.3f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
