@@ -12,10 +12,13 @@ import datasets
 import transformers
 import yaml
 from transformers import EarlyStoppingCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..adapters import apply_peft, lora_config
 from ..errors import LmforgeError
 from ..generation import generate_text
+from ..hub.push import check_hub_access
+from ..hub.remote_code import add_remote_code
 from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
 from .builders import BUILDERS, TrainingSetup
 from .trainer import LmforgeTrainer, LogFileCallback
@@ -36,20 +39,50 @@ def setup_logging(training_args: LmforgeTrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(logging.WARNING)
 
 
+def is_complete_checkpoint(path: Path) -> bool:
+    """A checkpoint counts only if the Trainer finished writing it: `trainer_state.json` is written last, so it
+    must exist and parse, next to the weights (a run killed during a save leaves a folder that fails this)."""
+    state = path / "trainer_state.json"
+    if not state.is_file() or not (any(path.glob("*.safetensors"))):
+        return False
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def latest_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The highest-step `checkpoint-N` folder that is complete; incomplete ones are reported and skipped."""
+    checkpoints = []
+    for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        suffix = path.name.rsplit("-", 1)[-1]
+        if path.is_dir() and suffix.isdigit():
+            checkpoints.append((int(suffix), path))
+    for _, path in sorted(checkpoints, reverse=True):
+        if is_complete_checkpoint(path):
+            return path
+        logger.warning("Skipping %s: it is incomplete (the run stopped while saving it)", path)
+    return None
+
+
 def resolve_checkpoint(training_args: LmforgeTrainingArguments) -> str | None:
     """`resume_from_checkpoint: auto` means the latest complete checkpoint in output_dir (None if there is none)."""
     resume = training_args.resume_from_checkpoint
     if resume in (None, "", "false", "False"):
         return None
     if resume in ("auto", "true", "True", "latest"):
-        if not Path(str(training_args.output_dir)).is_dir():
-            return None
-        last = get_last_checkpoint(str(training_args.output_dir))
+        output_dir = Path(str(training_args.output_dir))
+        last = latest_complete_checkpoint(output_dir) if output_dir.is_dir() else None
         if last is None:
-            logger.info("No checkpoint in %s yet: starting from scratch", training_args.output_dir)
-        return last
+            logger.info("No complete checkpoint in %s yet: starting from scratch", output_dir)
+            return None
+        logger.info("Resuming from %s", last)
+        return str(last)
     if not Path(resume).is_dir():
         raise LmforgeError(f"checkpoint to resume from not found: {resume}")
+    if not is_complete_checkpoint(Path(resume)):
+        raise LmforgeError(f"checkpoint {resume} is incomplete (no readable trainer_state.json or weights)")
     return resume
 
 
@@ -59,7 +92,16 @@ def build_setup(
     builder = BUILDERS.get(model_args.model_type)
     if builder is None:
         raise LmforgeError(f"unknown model_type '{model_args.model_type}'; choose one of {sorted(BUILDERS)}")
-    return builder(model_args, data_args, training_args)
+    if model_args.peft is not None:
+        lora_config(model_args.model_type, model_args.peft)  # a wrong peft section fails before any work is done
+        if not model_args.model_name_or_path:
+            logger.warning("peft is set but model_name_or_path is not: LoRA on a freshly initialised model")
+    setup = builder(model_args, data_args, training_args)
+    if model_args.peft is not None:
+        # LoRA: only the adapter trains, and the Trainer saves only the adapter (adapter_model.safetensors).
+        peft_model: Any = apply_peft(setup.model, model_args.peft)
+        setup.model = peft_model
+    return setup
 
 
 def build_callbacks(training_args: LmforgeTrainingArguments) -> list[Any]:
@@ -69,6 +111,20 @@ def build_callbacks(training_args: LmforgeTrainingArguments) -> list[Any]:
             raise LmforgeError("early_stopping_patience needs load_best_model_at_end: true in the recipe")
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
     return callbacks
+
+
+def build_trainer(setup: TrainingSetup, training_args: LmforgeTrainingArguments) -> LmforgeTrainer:
+    """The Trainer of a run (also what bench/ scripts time), with the log-file and early-stopping callbacks."""
+    return LmforgeTrainer(
+        model=setup.model,
+        args=training_args,
+        train_dataset=setup.train_dataset,
+        eval_dataset=setup.eval_dataset,
+        data_collator=setup.data_collator,
+        processing_class=setup.tokenizer,
+        compute_metrics=setup.compute_metrics,
+        callbacks=build_callbacks(training_args),
+    )
 
 
 def write_run_files(
@@ -95,18 +151,10 @@ def run_training(
     """Train, evaluate and save; returns the final validation metrics (eval_loss, eval_perplexity, ...)."""
     setup_logging(training_args)
     set_seed(training_args.seed)
+    if training_args.push_to_hub:  # a missing token or network fails now, not after the training
+        check_hub_access(training_args.hub_token)
     setup = build_setup(model_args, data_args, training_args)
-    trainer = LmforgeTrainer(
-        model=setup.model,
-        args=training_args,
-        train_dataset=setup.train_dataset,
-        eval_dataset=setup.eval_dataset,
-        data_collator=setup.data_collator,
-        processing_class=setup.tokenizer,
-        compute_metrics=setup.compute_metrics,
-        callbacks=build_callbacks(training_args),
-    )
-    checkpoint = resolve_checkpoint(training_args)
+    trainer = build_trainer(setup, training_args)
     output_dir = Path(str(training_args.output_dir))
     try:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -118,7 +166,7 @@ def run_training(
             f"training interrupted at step {trainer.state.global_step}; the model so far is in {interrupted}, "
             "and resume_from_checkpoint: auto continues from the last checkpoint"
         ) from None
-    trainer.save_model()
+    trainer.save_model(_internal_call=True)  # no Hub push here: push_to_hub pushes once, at the end, with the card
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
@@ -146,13 +194,16 @@ def run_training(
             )
             logger.info("Sample for %r:\n%s%s", prompt, prompt, samples[prompt])
         write_run_files(output_dir, model_args, data_args, training_args, samples)
+        add_remote_code(output_dir)  # e.g. the custom pipeline of the seq2seq models
         logger.info(
             "Done: eval_loss %.4f, eval_perplexity %.2f; model saved in %s",
             metrics.get("eval_loss", math.nan),
             metrics.get("eval_perplexity", math.nan),
             output_dir,
         )
+    if training_args.push_to_hub:
+        trainer.push_to_hub()  # LmforgeTrainer.create_model_card writes the lmforge model card first
     return metrics
 
 
-__all__ = ["build_setup", "resolve_checkpoint", "run_training"]
+__all__ = ["build_setup", "build_trainer", "resolve_checkpoint", "run_training"]
