@@ -153,6 +153,7 @@ def run_training(
     set_seed(training_args.seed)
     if training_args.push_to_hub:  # a missing token or network fails now, not after the training
         check_hub_access(training_args.hub_token)
+    checkpoint = resolve_checkpoint(training_args)  # before the slow set-up, so a bad path fails at once
     setup = build_setup(model_args, data_args, training_args)
     trainer = build_trainer(setup, training_args)
     output_dir = Path(str(training_args.output_dir))
