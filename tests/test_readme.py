@@ -17,3 +17,15 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci_lines = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert test_command in ci_lines
     assert "set -euo pipefail" in ci_lines
+
+
+def test_every_source_package_is_installed():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(path.parent.relative_to(REPO_ROOT / "src").parts)
+        for path in (REPO_ROOT / "src" / "lmforge").rglob("__init__.py")
+    }
+    assert found | {"lmforge.model_cards"} == listed
+    assert (REPO_ROOT / "model_cards" / "aksis.md").is_file()

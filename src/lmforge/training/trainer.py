@@ -17,10 +17,42 @@ def add_perplexity(logs: dict[str, float]) -> dict[str, float]:
 
 
 class LmforgeTrainer(Trainer):
-    """`Trainer` whose logged and returned metrics carry perplexity next to every loss."""
+    """`Trainer` whose logged and returned metrics carry perplexity next to every loss, and whose Hub pushes carry
+    the lmforge model card."""
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         super().log(add_perplexity(logs), start_time)
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Write the lmforge model card (the one `lmforge push` renders) into output_dir, where the Trainer's own
+        draft would go; `push_to_hub` calls this right before the upload. A LoRA adapter folder keeps the Trainer's
+        (PEFT) card."""
+        if not self.is_world_process_zero():
+            return
+        from ..hub.cards import write_model_card
+        from ..hub.remote_code import add_remote_code
+
+        output_dir = Path(str(self.args.output_dir))
+        if not (output_dir / "config.json").is_file():
+            super().create_model_card(
+                language, license, tags, model_name, finetuned_from, tasks, dataset_tags, dataset, dataset_args
+            )
+            return
+        add_remote_code(output_dir)
+        extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
+        repo_id = self.hub_model_id or self.args.hub_model_id
+        write_model_card(output_dir, repo_id=repo_id, license=license or "mit", tags=extra_tags)
 
 
 class LogFileCallback(TrainerCallback):

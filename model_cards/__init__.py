@@ -1,0 +1,1 @@
+"""Model card templates, one per architecture (installed as the package `lmforge.model_cards`)."""

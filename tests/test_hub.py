@@ -1,0 +1,331 @@
+"""Model cards, `lmforge push` (dry run, offline and token errors, the commit it makes) and the Trainer's card hook."""
+
+import json
+import os
+import shutil
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard, SpaceCard
+
+from lmforge import __version__
+from lmforge.cli.main import main
+from lmforge.errors import LmforgeError
+from lmforge.hub import push as push_module
+from lmforge.hub.cards import read_model_folder, render_model_card, write_model_card
+from lmforge.hub.push import UploadPlan, model_upload_plan, space_upload_plan, upload
+from lmforge.hub.remote_code import add_remote_code, remote_code_updates
+
+from .conftest import python_without_lmforge
+from .saved_models import save_ae_llm, save_latent_reasoner
+
+
+@pytest.fixture()
+def aksis_dir(trained_aksis_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained Aksis folder (tests add and remove files in it)."""
+    return Path(shutil.copytree(trained_aksis_dir, tmp_path / "aksis-run"))
+
+
+@pytest.fixture(scope="module")
+def seq2seq_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("seq2seq")
+    return {"ae_llm": save_ae_llm(root / "ae_llm"), "latent_reasoner": save_latent_reasoner(root / "latent_reasoner")}
+
+
+def metadata(card: ModelCard) -> dict:
+    """The card's YAML header as the Hub reads it: parsed back from the card's text."""
+    return ModelCard(str(card)).data.to_dict()
+
+
+def metric_values(meta: dict) -> dict[str, float]:
+    [entry] = meta["model-index"]
+    [result] = entry["results"]
+    return {metric["type"]: metric["value"] for metric in result["metrics"]}
+
+
+# --- model cards ---
+
+
+def test_card_metadata_parses_back_with_widget_and_model_index(aksis_dir: Path) -> None:
+    card = render_model_card(aksis_dir, repo_id="someone/aksis-tiny")
+    meta = metadata(card)
+    assert meta["library_name"] == "transformers"
+    assert meta["pipeline_tag"] == "text-generation"
+    assert meta["license"] == "mit"
+    assert {"lmforge", "aksis", "custom_code"} <= set(meta["tags"])
+    # the conftest model learned from Shakespeare lines: the widget offers a Shakespeare prompt
+    assert meta["widget"] == [{"text": "ROMEO:", "example_title": "ROMEO:"}]
+    eval_results = json.loads((aksis_dir / "eval_results.json").read_text())
+    values = metric_values(meta)
+    assert values["perplexity"] == pytest.approx(eval_results["eval_perplexity"], abs=1e-3)
+    assert values["loss"] == pytest.approx(eval_results["eval_loss"], abs=1e-3)
+    assert not any(key.endswith(("runtime", "per_second")) for key in values)
+    assert meta["model-index"][0]["name"] == "aksis-tiny"
+
+    text = card.text
+    assert 'AutoModelForCausalLM.from_pretrained("someone/aksis-tiny", trust_remote_code=True)' in text
+    assert 'pipeline("text-generation", model="someone/aksis-tiny", trust_remote_code=True)' in text
+    assert "max_steps: 30" in text  # the training recipe
+    assert f"{read_model_folder(aksis_dir).num_parameters:,} parameters" in text
+    assert str(aksis_dir.parent) not in text  # absolute local paths are not published
+
+
+def test_card_uses_recipe_prompts_samples_and_forgetting_table(aksis_dir: Path) -> None:
+    recipe = yaml.safe_load((aksis_dir / "recipe.yaml").read_text())
+    recipe["sample_prompts"] = ["First Citizen:", "All:"]
+    (aksis_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    (aksis_dir / "samples.json").write_text(json.dumps({"First Citizen:": "\nSpeak, speak."}))
+    (aksis_dir / "forgetting.md").write_text(
+        "## Forgetting\n\n| method | ppl A before | ppl A after |\n| --- | --- | --- |\n"
+    )
+
+    readme = write_model_card(aksis_dir, repo_id="someone/aksis-tiny", space_id="someone/aksis-demo")
+    card = ModelCard.load(readme)
+    assert [item["text"] for item in card.data.to_dict()["widget"]] == ["First Citizen:", "All:"]
+    assert "First Citizen:\nSpeak, speak." in card.text
+    assert "| method | ppl A before | ppl A after |" in card.text
+    assert card.text.count("## Forgetting") == 1
+    assert "https://huggingface.co/spaces/someone/aksis-demo" in card.text
+
+
+@pytest.mark.parametrize(
+    ("model_type", "pipeline_tag", "dataset", "metrics", "usage"),
+    [
+        ("ae_llm", "text2text-generation", "rajpurkar/squad", {"exact_match", "f1", "loss"}, "text2text-generation"),
+        ("latent_reasoner", "summarization", "knkarthick/dialogsum", {"rouge1", "rougeL", "loss"}, "summarization"),
+    ],
+)
+def test_cards_of_the_seq2seq_models(
+    seq2seq_dirs: dict[str, Path], model_type: str, pipeline_tag: str, dataset: str, metrics: set, usage: str
+) -> None:
+    card = render_model_card(seq2seq_dirs[model_type], repo_id=f"someone/{model_type}")
+    meta = metadata(card)
+    assert meta["pipeline_tag"] == pipeline_tag
+    assert meta["datasets"] == [dataset]
+    assert set(metric_values(meta)) == metrics
+    assert f'pipeline("{usage}", model="someone/{model_type}", trust_remote_code=True)' in card.text
+    if model_type == "ae_llm":
+        assert meta["widget"][0]["text"] == "Who wrote Hamlet?"  # the recipe's sample prompt
+    else:  # the backbones came from pip packages: their Hub ids are the base models
+        assert meta["base_model"] == ["sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct"]
+        assert "#Person1#" in meta["widget"][0]["text"]  # a DialogSum-style dialogue
+        assert 'subfolder="encoder_tokenizer"' in card.text
+
+
+def test_model_folder_errors_are_one_sentence(tmp_path: Path, aksis_dir: Path) -> None:
+    with pytest.raises(LmforgeError, match="model folder not found"):
+        read_model_folder(tmp_path / "missing")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(LmforgeError, match="LoRA adapter"):
+        read_model_folder(adapter)
+    for weights in aksis_dir.glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(LmforgeError, match="safetensors"):
+        read_model_folder(aksis_dir)
+
+
+# --- remote code ---
+
+
+def test_remote_code_is_restored_when_missing(aksis_dir: Path) -> None:
+    assert remote_code_updates(aksis_dir) == {}  # a folder saved by a run is complete
+    (aksis_dir / "modeling_aksis.py").unlink()
+    config = json.loads((aksis_dir / "config.json").read_text())
+    del config["auto_map"]
+    (aksis_dir / "config.json").write_text(json.dumps(config))
+    assert sorted(add_remote_code(aksis_dir)) == ["config.json", "modeling_aksis.py"]
+    restored = json.loads((aksis_dir / "config.json").read_text())
+    assert restored["auto_map"] == {
+        "AutoConfig": "configuration_aksis.AksisConfig",
+        "AutoModelForCausalLM": "modeling_aksis.AksisForCausalLM",
+    }
+    assert remote_code_updates(aksis_dir) == {}
+
+    config["model_type"] = "gpt2"
+    (aksis_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LmforgeError, match="not an lmforge architecture"):
+        remote_code_updates(aksis_dir)
+
+
+def test_seq2seq_folders_name_their_pipeline(seq2seq_dirs: dict[str, Path]) -> None:
+    for model_type, task in (("ae_llm", "text2text-generation"), ("latent_reasoner", "summarization")):
+        folder = seq2seq_dirs[model_type]
+        config = json.loads((folder / "config.json").read_text())
+        impl = config["custom_pipelines"][task]["impl"]
+        assert (folder / f"{impl.split('.')[0]}.py").is_file()
+        assert remote_code_updates(folder) == {}
+
+
+# --- lmforge push ---
+
+
+def test_dry_run_writes_the_upload_and_it_loads_without_lmforge(aksis_dir: Path, tmp_path: Path, capsys) -> None:
+    # An older folder: no auto_map and a missing code file; plus a checkpoint and a pickle that must stay home.
+    (aksis_dir / "modeling_aksis.py").unlink()
+    config = json.loads((aksis_dir / "config.json").read_text())
+    del config["auto_map"]
+    (aksis_dir / "config.json").write_text(json.dumps(config))
+    (aksis_dir / "checkpoint-10").mkdir()
+    (aksis_dir / "checkpoint-10" / "model.safetensors").write_bytes(b"x")
+    (aksis_dir / "training_args.bin").write_bytes(b"pickle")
+    out = tmp_path / "upload"
+
+    arguments = ["--repo-id", "someone/aksis-tiny", "--dry-run", "--space", "someone/aksis-demo"]
+    code = main(["push", "--model-path", str(aksis_dir), *arguments, "--output-dir", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Dry run, nothing sent" in printed and "  model.safetensors" in printed and "  app.py" in printed
+    model_files = {p.relative_to(out / "model").as_posix() for p in (out / "model").rglob("*") if p.is_file()}
+    assert {"README.md", "config.json", "model.safetensors", "modeling_aksis.py", "tokenizer.json"} <= model_files
+    assert {"recipe.yaml", "eval_results.json", "trainer_state.json"} <= model_files
+    assert not any(name.startswith("checkpoint-") or name.endswith(".bin") for name in model_files)
+    assert (aksis_dir / "config.json").read_text() == json.dumps(config)  # the model folder itself is untouched
+
+    space = out / "space"
+    assert sorted(p.name for p in space.iterdir()) == ["README.md", "app.py", "requirements.txt"]
+    space_meta = SpaceCard.load(space / "README.md").data.to_dict()
+    assert space_meta["sdk"] == "gradio" and space_meta["models"] == ["someone/aksis-tiny"]
+    assert (space / "requirements.txt").read_text().strip() == f"lmforge[demo]=={__version__}"
+    compile((space / "app.py").read_text(), "app.py", "exec")
+    assert 'MODEL_ID = "someone/aksis-tiny"' in (space / "app.py").read_text()
+    assert "spaces/someone/aksis-demo" in (out / "model" / "README.md").read_text()
+
+    script = textwrap.dedent(
+        f"""
+        from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+        folder = {str(out / "model")!r}
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+        generator = pipeline("text-generation", model=folder, trust_remote_code=True)
+        print(repr(generator("First Citizen:", max_new_tokens=8, do_sample=False)[0]["generated_text"]))
+        """
+    )
+    result = python_without_lmforge(script, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("'First Citizen:")
+
+
+def test_push_offline_is_one_line_error_and_uploads_nothing(aksis_dir: Path, monkeypatch, capsys) -> None:
+    calls = []
+    monkeypatch.setattr(push_module.HfApi, "create_repo", lambda *a, **k: calls.append("create_repo"))
+    monkeypatch.setattr(push_module.HfApi, "create_commit", lambda *a, **k: calls.append("create_commit"))
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # set by conftest
+    code = main(["push", "--model-path", str(aksis_dir), "--repo-id", "someone/aksis-tiny"])
+    err = capsys.readouterr().err
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "offline mode is on (HF_HUB_OFFLINE=1)" in errors[0], err
+    assert calls == []
+    assert not Path(str(aksis_dir) + "-hub").exists()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens there once the probe is closed
+
+
+@pytest.mark.parametrize("case", ["no-token", "no-network"])
+def test_push_without_token_or_network_is_one_line_error(
+    aksis_dir: Path, tmp_path: Path, monkeypatch, capsys, case: str
+) -> None:
+    """Online mode, but no token (none in the environment or the token file), or a token and no Hub to reach."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(push_module.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(push_module.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-file"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    if case == "no-network":
+        monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+        monkeypatch.setattr(push_module.constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    commits = []
+    monkeypatch.setattr(push_module.HfApi, "create_commit", lambda *a, **k: commits.append(a))
+
+    code = main(["push", "--model-path", str(aksis_dir), "--repo-id", "someone/aksis-tiny"])
+    err = capsys.readouterr().err
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    expected = "no Hugging Face token" if case == "no-token" else "cannot reach the Hugging Face Hub"
+    assert len(errors) == 1 and expected in errors[0], err
+    assert "Traceback" not in err and commits == []
+
+
+def test_upload_sends_one_commit_per_repository(aksis_dir: Path, monkeypatch) -> None:
+    calls: list[tuple[str, dict]] = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        return f"https://huggingface.co/{repo_id}"
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        calls.append(("create_commit", {"repo_id": repo_id, "paths": sorted(op.path_in_repo for op in operations)}))
+
+    monkeypatch.setattr(push_module.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(push_module.HfApi, "create_commit", create_commit)
+    monkeypatch.setattr(push_module, "check_hub_access", lambda token=None: "someone")
+
+    written = push_module.push(aksis_dir, "someone/aksis-tiny", space_id="someone/aksis-demo", token="hf_x")
+    plan = model_upload_plan(aksis_dir, "someone/aksis-tiny", space_id="someone/aksis-demo")
+    assert [name for name, _ in calls] == ["create_repo", "create_commit", "create_repo", "create_commit"]
+    assert calls[0][1]["repo_type"] == "model" and calls[2][1]["repo_type"] == "space"
+    assert calls[2][1]["space_sdk"] == "gradio"
+    assert calls[1][1]["paths"] == sorted(plan.files) == written["model"]
+    assert calls[3][1]["paths"] == ["README.md", "app.py", "requirements.txt"]
+
+    def failing_commit(self, repo_id, operations, **kwargs):
+        raise ConnectionError("connection reset\nmore detail")
+
+    monkeypatch.setattr(push_module.HfApi, "create_commit", failing_commit)
+    with pytest.raises(LmforgeError, match=r"nothing was committed: ConnectionError: connection reset$"):
+        upload(space_upload_plan("someone/aksis-demo", "someone/aksis-tiny"), token="hf_x")
+
+
+def test_upload_plan_checks_repo_ids(aksis_dir: Path) -> None:
+    with pytest.raises(LmforgeError, match="USER/NAME"):
+        model_upload_plan(aksis_dir, "no-owner")
+    with pytest.raises(LmforgeError, match="not a valid repository id"):
+        space_upload_plan("someone/bad name", "someone/aksis-tiny")
+    plan = UploadPlan("someone/x", files={"a/b.txt": b"hello"})
+    assert plan.operations()[0].path_in_repo == "a/b.txt"
+
+
+# --- the Trainer's push_to_hub ---
+
+
+def test_trainer_model_card_is_the_lmforge_card(aksis_dir: Path, tiny_aksis, aksis_tokenizer) -> None:
+    from lmforge.training import LmforgeTrainingArguments
+    from lmforge.training.trainer import LmforgeTrainer
+
+    args = LmforgeTrainingArguments(
+        output_dir=str(aksis_dir), report_to="none", use_cpu=True, hub_model_id="someone/aksis-tiny"
+    )
+    trainer = LmforgeTrainer(model=tiny_aksis, args=args, processing_class=aksis_tokenizer)
+    trainer.create_model_card(tags=["shakespeare"])  # what push_to_hub calls right before uploading output_dir
+    card = ModelCard.load(aksis_dir / "README.md")
+    meta = card.data.to_dict()
+    assert "shakespeare" in meta["tags"] and "lmforge" in meta["tags"]
+    assert "perplexity" in metric_values(meta)
+    assert 'pipeline("text-generation", model="someone/aksis-tiny"' in card.text
+    assert card.text == render_model_card(aksis_dir, repo_id="someone/aksis-tiny", tags=["shakespeare"]).text
+
+
+def test_recipe_with_push_to_hub_fails_before_training_when_offline(tmp_path: Path, tiny_text_file: Path) -> None:
+    from lmforge.training import parse_recipe, run_training
+
+    recipe = {
+        "model_type": "aksis",
+        "train_file": str(tiny_text_file),
+        "output_dir": str(tmp_path / "run"),
+        "push_to_hub": True,
+        "hub_model_id": "someone/aksis-tiny",
+        "report_to": "none",
+        "use_cpu": True,
+    }
+    with pytest.raises(LmforgeError, match="offline mode is on"):
+        run_training(*parse_recipe(recipe))
+    assert not (tmp_path / "run").exists()  # nothing was trained or written
