@@ -127,7 +127,7 @@ def report_peak(base_rss_mb: float) -> None:
     On a GPU: CUDA max allocated. On the CPU: peak RSS minus the RSS before the model was built (so the
     interpreter and libraries, the same for every model, do not dilute the ratio).
     """
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if torch.cuda.is_available() else _peak_rss_mb() - base_rss_mb
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else _peak_rss_mb() - base_rss_mb
     print(json.dumps({"peak_mb": peak}))
 
 

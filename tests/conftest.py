@@ -13,6 +13,8 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 import pytest
 import torch
 
+import lmforge  # noqa: F401  (registers the lmforge models with the Auto classes)
+
 # Tiny test models run far faster on one thread than on two contended ones.
 torch.set_num_threads(1)
 
@@ -29,6 +31,15 @@ TINY_AKSIS = {
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "max_position_embeddings": 64,
+}
+TINY_CHAR = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 64,
+    "hidden_dropout": 0.0,
+    "attention_dropout": 0.0,
 }
 
 
@@ -87,6 +98,32 @@ def trained_aksis_dir(tmp_path_factory, tiny_text_file) -> Path:
         "max_steps": 30,
         "per_device_train_batch_size": 8,
         "learning_rate": 3e-3,
+        "logging_steps": 10,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_tqdm": True,
+    }
+    run_training(*parse_recipe(recipe))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_char_dir(tmp_path_factory, tiny_text_file) -> Path:
+    """A tiny CharTransformer trained for a few steps by the real training path and saved; shared by several tests."""
+    from lmforge.training import parse_recipe, run_training
+
+    out = tmp_path_factory.mktemp("trained") / "char_transformer"
+    recipe = {
+        "model_type": "char_transformer",
+        "config_overrides": dict(TINY_CHAR),
+        "train_file": str(tiny_text_file),
+        "block_size": 32,
+        "output_dir": str(out),
+        "max_steps": 30,
+        "per_device_train_batch_size": 16,
+        "learning_rate": 1e-2,
         "logging_steps": 10,
         "eval_strategy": "no",
         "save_strategy": "no",

@@ -1,5 +1,6 @@
 """The `lmforge` command line, run as a user runs it: in a subprocess, checking exit codes and output."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY_AKSIS
+from .conftest import TINY_AKSIS, TINY_CHAR
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -150,3 +151,90 @@ def test_main_in_process_for_parser_errors(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--model-path", "x", "--bogus"])
     assert Path
+
+
+# --- The same commands on a character-level model (CharTransformer) ---
+
+
+def test_char_model_trains_from_one_text_file(tmp_path, tiny_text_file):
+    out = tmp_path / "char"
+    overrides = [f"--config_overrides.{k}={v}" for k, v in TINY_CHAR.items()]
+    result = lmforge(
+        "train",
+        "--model",
+        "char_transformer",
+        "--input-file",
+        str(tiny_text_file),
+        "--output-dir",
+        str(out),
+        "--max_steps",
+        "5",
+        "--block_size",
+        "32",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        *overrides,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "eval_perplexity" in result.stdout
+    # One token per character of the training text, after the 4 special tokens; the model is sized to it.
+    vocab = json.loads((out / "vocab.json").read_text(encoding="utf-8"))
+    assert set(vocab) == {"<pad>", "<unk>", "<s>", "</s>", *tiny_text_file.read_text(encoding="utf-8")}
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["vocab_size"] == len(vocab)
+    assert (out / "model.safetensors").is_file()
+
+
+def test_char_model_generates_with_every_strategy(trained_char_dir, tiny_text_file):
+    characters = set(tiny_text_file.read_text(encoding="utf-8"))
+    base = ["generate", "--model-path", str(trained_char_dir), "--num-tokens", "12"]
+    greedy = lmforge(*base, "--prompt", "First Citizen:")
+    assert greedy.returncode == 0, greedy.stderr[-2000:]
+    assert greedy.stdout.startswith("First Citizen:")
+    new = greedy.stdout[len("First Citizen:") : -1]  # print() adds the final newline
+    assert 0 < len(new) <= 12 and set(new) <= characters  # characters joined as they are: no added spaces
+    # No prompt: generation starts from the end-of-text token that separates the training documents.
+    sampled = lmforge(*base, "--seed", "3", "--do-sample", "--temperature", "0.8", "--top-k", "10", "--top-p", "0.9")
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    assert 0 < len(sampled.stdout.rstrip("\n")) <= 12 and set(sampled.stdout) <= characters
+    beams = lmforge(*base, "--prompt", "All:", "--num-beams", "3")
+    assert beams.returncode == 0 and beams.stdout.startswith("All:"), beams.stderr[-2000:]
+
+
+def test_char_model_chat_reads_stdin(trained_char_dir):
+    # A character tokenizer has no chat template: the plain "role: text" layout is used.
+    result = lmforge(
+        "chat",
+        "--model-path",
+        str(trained_char_dir),
+        "--max-new-tokens",
+        "8",
+        stdin="hello there\n\n/reset\nhow are you\n/exit\nnever read\n",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("model> ") == 2
+    assert "(conversation cleared)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "--model", "char_transformer", "--input-file", "/no/such/file.txt"], "input file not found"),
+        (["train", "--model", "char_transformer", "--input-file", "{empty}"], "is empty"),
+        (["generate", "--model-path", "{no_vocab}", "--prompt", "x"], "could not load the tokenizer"),
+        (["generate", "--model-path", "{model}", "--num-tokens", "-3"], "must be a positive number"),
+    ],
+)
+def test_char_model_bad_input_is_one_line_and_nonzero(args, words, tmp_path, trained_char_dir):
+    import shutil
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n", encoding="utf-8")
+    no_vocab = tmp_path / "no_vocab"
+    shutil.copytree(trained_char_dir, no_vocab)
+    (no_vocab / "vocab.json").unlink()
+    values = {"model": str(trained_char_dir), "empty": str(empty), "no_vocab": str(no_vocab)}
+    extra = ["--output-dir", str(tmp_path / "o")] if args[0] == "train" else []
+    assert_one_line_error(lmforge(*[a.format(**values) for a in args], *extra), words)
+    assert not (tmp_path / "o").exists()

@@ -237,3 +237,47 @@ def test_accelerate_configs_are_valid():
         assert config.compute_environment.value == "LOCAL_MACHINE", path
     root = load_config_from_file(str(REPO_ROOT / "accelerate_config.yaml"))
     assert root.mixed_precision == "fp16"
+
+
+def test_char_training_run_lowers_loss_and_saves_a_loadable_model(trained_char_dir):
+    state = json.loads((trained_char_dir / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert losses[-1] < losses[0] - 0.5
+    assert (trained_char_dir / "model.safetensors").is_file() and (trained_char_dir / "vocab.json").is_file()
+    model = AutoModelForCausalLM.from_pretrained(trained_char_dir)
+    tokenizer = AutoTokenizer.from_pretrained(trained_char_dir)
+    assert type(model).__name__ == "CharTransformerForCausalLM" and type(tokenizer).__name__ == "CharTokenizer"
+    assert tokenizer.model_max_length == model.config.max_position_embeddings == 64
+    assert model.config.vocab_size == len(tokenizer)
+    eval_results = json.loads((trained_char_dir / "eval_results.json").read_text())
+    assert eval_results["eval_loss"] < 3.0  # well below the uniform guess, ln(len(vocab)) ~ 3.6
+
+
+def test_char_vocabulary_comes_from_the_train_split(tmp_path):
+    from lmforge.training.run import build_setup
+
+    from .conftest import SAMPLE_TEXT, TINY_CHAR
+
+    # The euro sign is only in the last 10% of the file, the validation part.
+    path = tmp_path / "text.txt"
+    path.write_text(SAMPLE_TEXT * 29 + "Five €uro.\n" + SAMPLE_TEXT, encoding="utf-8")
+    recipe = {
+        "model_type": "char_transformer",
+        "config_overrides": dict(TINY_CHAR),
+        "train_file": str(path),
+        "block_size": 16,
+        "output_dir": str(tmp_path / "out"),
+        "report_to": "none",
+        "use_cpu": True,
+    }
+    setup = build_setup(*parse_recipe(recipe))
+    tokenizer = setup.tokenizer
+    assert "€" not in tokenizer.get_vocab() and set(SAMPLE_TEXT) <= set(tokenizer.get_vocab())
+    assert setup.model.config.vocab_size == len(tokenizer)
+    validation_ids = {i for row in setup.eval_dataset["input_ids"] for i in row}
+    train_ids = {i for row in setup.train_dataset["input_ids"] for i in row}
+    assert tokenizer.unk_token_id in validation_ids and tokenizer.unk_token_id not in train_ids
+    # Full blocks carry their labels: the collator only stacks them (no padding, no attention mask).
+    batch = setup.data_collator([setup.train_dataset[i] for i in range(3)])
+    assert set(batch) == {"input_ids", "labels"} and batch["input_ids"].shape == (3, 16)
+    assert torch.equal(batch["labels"], batch["input_ids"])

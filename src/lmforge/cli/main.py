@@ -2,9 +2,14 @@
 
     lmforge quickstart                          train a small model on the embedded corpus, then generate
     lmforge train RECIPE.yaml [--key value]     the same path as `accelerate launch recipes/train.py RECIPE.yaml`
+    lmforge finetune RECIPE.yaml [--key value]  the same, from a saved model (model_name_or_path); LoRA with `peft:`
+    lmforge forgetting RECIPE.yaml              full fine-tuning vs LoRA vs routed adapters: what is forgotten
     lmforge generate --model-path DIR --prompt TEXT
     lmforge chat --model-path DIR
     lmforge evaluate --model-path DIR --input-file FILE
+    lmforge push --model-path DIR --repo-id USER/NAME [--dry-run] [--space USER/NAME]   (see cli/share.py)
+    lmforge serve --model-path DIR [--port 8000]     an OpenAI-compatible API
+    lmforge demo --model-path DIR                    a web page (gradio)
 
 Every error the user can fix is printed as one line starting with `error:`, with exit code 1.
 """
@@ -13,9 +18,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from ..errors import LmforgeError
+from .share import add_share_commands
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
 
@@ -79,7 +86,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     else:
         if not args.input_file:
             raise LmforgeError("give a recipe (lmforge train RECIPE.yaml) or --input-file FILE")
-        recipe = {"model_type": args.model, "train_file": args.input_file}
+        recipe = {"train_file": args.input_file} | ({"model_type": args.model} if args.model else {})
         source = "command line"
     if args.model and recipe_path:
         recipe["model_type"] = args.model
@@ -89,15 +96,79 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         recipe["output_dir"] = args.output_dir
     recipe.setdefault("output_dir", f"outputs/{recipe.get('model_type', 'aksis')}")
     recipe.setdefault("report_to", "none")
+    if args.resume:
+        recipe["resume_from_checkpoint"] = args.resume
     model_args, data_args, training_args = parse_recipe(apply_overrides(recipe, extra), source=source)
     run_training(model_args, data_args, training_args)
     return 0
 
 
-def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
-    from ..generation import generate_text, load_model_and_tokenizer
+def cmd_finetune(args: argparse.Namespace, extra: list[str]) -> int:
+    from ..generation import read_model_type
+    from ..training import apply_overrides, parse_recipe, read_recipe, run_training
 
+    recipe_path = extra.pop(0) if extra and not extra[0].startswith("-") else None
+    if not recipe_path:
+        raise LmforgeError("give a recipe: lmforge finetune RECIPE.yaml (with model_name_or_path and a peft: section)")
+    recipe = read_recipe(recipe_path)
+    if args.model_path:
+        recipe["model_name_or_path"] = args.model_path
+    if args.output_dir:
+        recipe["output_dir"] = args.output_dir
+    recipe = apply_overrides(recipe, extra)
+    base = recipe.get("model_name_or_path")
+    if not base:
+        raise LmforgeError(
+            f"recipe {recipe_path}: fine-tuning starts from a saved model; set model_name_or_path (or --model-path)"
+        )
+    base_type = read_model_type(base) if Path(str(base)).is_dir() else None
+    if base_type and recipe.setdefault("model_type", base_type) != base_type:
+        raise LmforgeError(
+            f"recipe {recipe_path}: model_type {recipe['model_type']} does not match the saved model's ({base_type}) "
+            f"in {base}"
+        )
+    recipe.setdefault("output_dir", f"outputs/{recipe.get('model_type', 'aksis')}-finetuned")
+    recipe.setdefault("report_to", "none")
+    model_args, data_args, training_args = parse_recipe(recipe, source=f"recipe {recipe_path}")
+    if model_args.peft is None:
+        print("No peft section in the recipe: full fine-tuning (every weight trains)", file=sys.stderr)
+    run_training(model_args, data_args, training_args)
+    return 0
+
+
+def cmd_forgetting(args: argparse.Namespace, extra: list[str]) -> int:
+    from ..training.forgetting import load_study, run_study
+
+    recipe_path = extra.pop(0) if extra and not extra[0].startswith("-") else None
+    if not recipe_path:
+        raise LmforgeError("give a study recipe: lmforge forgetting RECIPE.yaml (see recipes/aksis/forgetting.yaml)")
+    study = load_study(recipe_path, extra, output_dir=args.output_dir)
+    results = run_study(study)
+    print(f"Forgetting study done: {len(results)} results; table, plot and forgetting.md in {study.output_dir}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
+    from ..generation import generate_interpolated_text, generate_text, load_model_and_tokenizer
+
+    if args.alpha is not None and args.interpolate_with is None:
+        raise LmforgeError("--alpha is the weight of --interpolate-with TEXT_B; give both")
     model, tokenizer = load_model_and_tokenizer(args.model_path)
+    if args.interpolate_with is not None:
+        alpha = 0.5 if args.alpha is None else args.alpha
+        print(
+            generate_interpolated_text(
+                model,
+                tokenizer,
+                args.prompt,
+                args.interpolate_with,
+                alpha,
+                max_new_tokens=args.max_new_tokens,
+                seed=args.seed,
+                **_generation_kwargs(args),
+            )
+        )
+        return 0
     text = generate_text(
         model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, seed=args.seed, **_generation_kwargs(args)
     )
@@ -150,11 +221,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="Model type: aksis, char_transformer, ae_llm, latent_reasoner.")
     p.add_argument("--input-file", default=None, help="Train on this UTF-8 text file (90%% train / 10%% validation).")
     p.add_argument("--output-dir", default=None, help="Where checkpoints and the final model go.")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="CHECKPOINT",
+        help="Continue from the latest complete checkpoint in the output dir (or from CHECKPOINT).",
+    )
     p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser(
+        "finetune",
+        help="Fine-tune a saved model from a YAML recipe: LoRA with a peft: section, else every weight.",
+        usage="lmforge finetune RECIPE.yaml [--model-path BASE] [--output-dir DIR] [--key value ...]",
+        description="Fine-tune the saved model model_name_or_path (or --model-path) as the recipe says. With a peft: "
+        "section ({r: 8, lora_alpha: 16, lora_dropout: 0.05, target_modules: [...]}, targets default per model type) "
+        "only a LoRA adapter trains and output_dir holds the adapter (adapter_model.safetensors). Any recipe key can "
+        "follow as --key value, e.g. --peft.r 16 --max_steps 200.",
+    )
+    p.add_argument("--model-path", default=None, help="The saved base model (sets model_name_or_path).")
+    p.add_argument("--output-dir", default=None, help="Where checkpoints and the adapter (or model) go.")
+    p.set_defaults(handler=cmd_finetune)
+
+    p = sub.add_parser(
+        "forgetting",
+        help="Catastrophic-forgetting study: full fine-tuning vs LoRA vs routed adapters, perplexity before/after.",
+        usage="lmforge forgetting RECIPE.yaml [--output-dir DIR] [--key value ...]",
+        description="Train (or load) a base model on corpus A, fine-tune it on each corpus B of the study recipe by "
+        "every method, and write a table, a plot and forgetting.md (perplexity on A and B, trainable parameters, time) "
+        "in output_dir. See recipes/aksis/forgetting.yaml; --key value overrides a study key (--finetune.max_steps 50).",
+    )
+    p.add_argument("--output-dir", default=None, help="Where the study writes its runs and results.")
+    p.set_defaults(handler=cmd_forgetting)
 
     p = sub.add_parser("generate", help="Generate text from a saved model.")
     _add_generation_options(p)
     p.add_argument("--prompt", default="", help="The text to continue (or the question / dialogue to answer).")
+    p.add_argument(
+        "--interpolate-with",
+        default=None,
+        metavar="TEXT_B",
+        help="LatentReasoner: decode from the mix (1 - alpha) * idea(prompt) + alpha * idea(TEXT_B) of two idea vectors.",
+    )
+    p.add_argument(
+        "--alpha", type=float, default=None, help="Weight of --interpolate-with TEXT_B (default 0.5; 0 = the prompt)."
+    )
     p.set_defaults(handler=cmd_generate)
 
     p = sub.add_parser("chat", help="Chat with a saved model; /reset clears the history, /exit quits.")
@@ -168,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=_positive_int, default=None, help="Window length (default: the context).")
     p.add_argument("--stride", type=_positive_int, default=None, help="Window step (default: half the window).")
     p.set_defaults(handler=cmd_evaluate)
+
+    add_share_commands(sub, _positive_int)
     return parser
 
 
@@ -177,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if extra and args.command not in ("train", "quickstart"):
+    if extra and args.command not in ("train", "finetune", "forgetting", "quickstart"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

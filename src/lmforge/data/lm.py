@@ -16,11 +16,15 @@ def tokenize_and_group(
     block_size: int,
     num_proc: int | None = None,
     load_from_cache_file: bool = True,
+    labels: bool = False,
 ) -> DatasetDict:
     """Tokenize the `text` column (an end-of-sequence token after each document) and cut the stream into blocks.
 
-    The result has one column, `input_ids`, of exactly `block_size` tokens per row; the tail that does not fill a
-    block is dropped. `DataCollatorForLanguageModeling(mlm=False)` turns rows into (input_ids, labels) batches.
+    The result has a column `input_ids` of exactly `block_size` tokens per row; the tail that does not fill a block
+    is dropped. `DataCollatorForLanguageModeling(mlm=False)` turns rows into (input_ids, labels) batches. With
+    `labels=True` there is also a `labels` column, a copy of `input_ids` (the model shifts it), as in transformers'
+    `run_clm` example: every row has the same length, so `default_data_collator` only has to stack them, with no
+    padding and no attention mask.
     """
     if block_size <= 0:
         raise LmforgeError(f"block_size must be positive, got {block_size}")
@@ -34,7 +38,8 @@ def tokenize_and_group(
     def group(batch: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
         stream = list(chain.from_iterable(batch["input_ids"]))
         usable = (len(stream) // block_size) * block_size
-        return {"input_ids": [stream[i : i + block_size] for i in range(0, usable, block_size)]}
+        blocks = [stream[i : i + block_size] for i in range(0, usable, block_size)]
+        return {"input_ids": blocks, "labels": blocks} if labels else {"input_ids": blocks}
 
     tokenized = raw.map(
         tokenize,

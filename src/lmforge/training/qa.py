@@ -82,7 +82,9 @@ def load_model(
     overrides = dict(model_args.config_overrides or {})  # type: ignore[arg-type]
     if model_args.model_name_or_path:
         try:
-            model: Any = AutoModelForSeq2SeqLM.from_pretrained(model_args.model_name_or_path, **overrides)
+            model: Any = AutoModelForSeq2SeqLM.from_pretrained(
+                model_args.model_name_or_path, use_safetensors=True, **overrides
+            )
         except Exception as err:
             raise LmforgeError(
                 f"could not load a model from '{model_args.model_name_or_path}': {one_line(err)}"

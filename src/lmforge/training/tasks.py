@@ -3,6 +3,6 @@
 Causal LM builders live in `builders.py`; each other task adds its module here.
 """
 
-from . import builders
+from . import builders, qa, summarization
 
-__all__ = ["builders"]
+__all__ = ["builders", "qa", "summarization"]

@@ -87,7 +87,10 @@ class CharTokenizer(PreTrainedTokenizer):
         return list(text)
 
     def _convert_token_to_id(self, token: str) -> int:
-        return self.encoder.get(token, self.encoder[str(self.unk_token)])
+        # Called once per character: look the unknown id up only for characters that are not in the vocabulary
+        # (reading `self.unk_token` goes through the tokenizer's slow attribute lookup).
+        token_id = self.encoder.get(token)
+        return token_id if token_id is not None else self.encoder[str(self.unk_token)]
 
     def _convert_id_to_token(self, index: int) -> str:
         return self.decoder.get(index, str(self.unk_token))

@@ -1,0 +1,373 @@
+"""LatentReasoner on dialogue summarization: the builder, and the ROUGE scores after training next to LEAD-3.
+
+The model comes from a saved LatentReasoner (`model_name_or_path`) or from two pretrained backbones
+(`encoder_name_or_path`, `decoder_name_or_path`, and `decoder_gguf_file` for a decoder stored as GGUF; `pkg:NAME`
+names a backbone installed as a pip package, see `lmforge.hub`). `config_overrides` sets `LatentReasonerConfig`
+fields (`idea_size`, `num_prefix_tokens`, `dropout`, ...). The backbones stay frozen: only the compression MLP, the
+middle MLP and the prefix adapter have `requires_grad`, and the Trainer's optimizer holds only those.
+
+Each example is a dialogue read by the encoder (its special tokens, truncated to `max_source_length`) and a summary
+written by the decoder: `labels` are the summary's decoder tokens plus the decoder's end-of-sequence token
+(truncated to `max_target_length` in all), padded with -100 by `DataCollatorForSeq2Seq`; the model builds the
+decoder inputs from them (the BART convention).
+
+After training, the `post_train` hook writes a summary of every validation dialogue (greedy, batched through
+`generate()`) and reports ROUGE-1/2/L/Lsum (0-100) as `eval_rouge*`, next to the same scores of the LEAD-3 baseline
+(the first three utterances of the dialogue) as `lead3_rouge*`; `predictions.jsonl` in the output folder holds every
+dialogue with its reference, the model's summary and the LEAD-3 summary.
+"""
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, PreTrainedTokenizerBase
+
+from ..data import lead_3, load_summarization
+from ..errors import LmforgeError
+from ..evaluation import rouge
+from ..hub import load_causal_lm_from_gguf, resolve_backbone
+from ..models import LatentReasonerConfig, LatentReasonerForConditionalGeneration
+from ..tokenizer_pair import TokenizerPair
+from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
+from .builders import TrainingSetup, one_line, register_builder
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_TARGET_LENGTH = 128
+# Summaries are written greedily without repeating any 3-gram (the setting of BART's summarization checkpoints); it
+# goes into the model's generation_config, so `lmforge generate` writes the same summaries as the evaluation.
+SUMMARY_GENERATION = {"do_sample": False, "num_beams": 1, "no_repeat_ngram_size": 3}
+# LatentReasonerConfig fields a recipe may set through config_overrides (the sub-configs come from the backbones).
+CONFIG_FIELDS = sorted(set(LatentReasonerConfig.__dataclass_fields__) - {"encoder", "decoder", "is_encoder_decoder"})
+
+
+def _limit(dataset: Dataset, limit: int | None) -> Dataset:
+    return dataset.select(range(min(limit, dataset.num_rows))) if limit is not None else dataset
+
+
+def _config_overrides(model_args: ModelArguments) -> dict[str, Any]:
+    overrides = dict(model_args.config_overrides or {})  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - set(CONFIG_FIELDS))
+    if unknown:
+        raise LmforgeError(
+            f"config_overrides: {unknown} are not LatentReasoner config fields; choose from {CONFIG_FIELDS}"
+        )
+    return overrides
+
+
+def _load_tokenizer(name_or_path: str, role: str, **kwargs: Any) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    except Exception as err:
+        raise LmforgeError(f"could not load the {role} tokenizer from '{name_or_path}': {one_line(err)}") from None
+
+
+def load_from_backbones(model_args: ModelArguments) -> tuple[LatentReasonerForConditionalGeneration, TokenizerPair]:
+    """A new LatentReasoner (random MLPs) on the pretrained encoder and decoder the recipe names, with their
+    tokenizers."""
+    if not model_args.encoder_name_or_path or not model_args.decoder_name_or_path:
+        raise LmforgeError(
+            "latent_reasoner recipes need model_name_or_path (a saved LatentReasoner) or both encoder_name_or_path "
+            "and decoder_name_or_path (pretrained backbones)"
+        )
+    overrides = _config_overrides(model_args)
+    encoder_path, _ = resolve_backbone(model_args.encoder_name_or_path)
+    decoder_path, gguf_file = resolve_backbone(model_args.decoder_name_or_path, model_args.decoder_gguf_file)
+    gguf = {"gguf_file": gguf_file} if gguf_file else {}
+    encoder_tokenizer = _load_tokenizer(encoder_path, "encoder")
+    decoder_tokenizer = _load_tokenizer(decoder_path, "decoder", **gguf)
+
+    attn = model_args.attn_implementation
+    backbone_kwargs: dict[str, Any] = {"encoder_attn_implementation": attn, "decoder_attn_implementation": attn}
+    backbone_kwargs = {key: value for key, value in backbone_kwargs.items() if value is not None}
+    if gguf_file:
+        try:
+            backbone_kwargs["decoder_model"] = load_causal_lm_from_gguf(
+                decoder_path, gguf_file, **({"attn_implementation": attn} if attn else {})
+            )
+        except Exception as err:
+            raise LmforgeError(
+                f"could not load the decoder from {gguf_file} in '{decoder_path}' (reading GGUF needs the gguf "
+                f"package: pip install gguf): {one_line(err)}"
+            ) from None
+    try:
+        model = LatentReasonerForConditionalGeneration.from_encoder_decoder_pretrained(
+            encoder_path, decoder_path, **backbone_kwargs, **overrides
+        )
+    except Exception as err:
+        raise LmforgeError(
+            f"could not build a LatentReasoner from encoder '{encoder_path}' and decoder '{decoder_path}': "
+            f"{one_line(err)}"
+        ) from None
+    model.generation_config.update(**SUMMARY_GENERATION)
+    return model, TokenizerPair(encoder_tokenizer, decoder_tokenizer)
+
+
+def load_saved(model_args: ModelArguments) -> tuple[LatentReasonerForConditionalGeneration, TokenizerPair]:
+    """A saved LatentReasoner (e.g. an earlier run's output_dir) and its two tokenizers; `config_overrides` update
+    its config (e.g. `dropout`)."""
+    path = str(model_args.model_name_or_path)
+    if model_args.encoder_name_or_path or model_args.decoder_name_or_path:
+        raise LmforgeError(
+            "give model_name_or_path (a saved LatentReasoner) or encoder_name_or_path and decoder_name_or_path "
+            "(new MLPs on pretrained backbones), not both"
+        )
+    overrides = _config_overrides(model_args)
+    try:
+        model: Any = AutoModelForSeq2SeqLM.from_pretrained(path, use_safetensors=True, **overrides)
+    except Exception as err:
+        raise LmforgeError(f"could not load a model from '{path}': {one_line(err)}") from None
+    if not isinstance(model, LatentReasonerForConditionalGeneration):
+        raise LmforgeError(f"'{path}' holds a {model.config.model_type} model; latent_reasoner recipes need one")
+    try:
+        tokenizers = TokenizerPair.from_pretrained(path)
+    except Exception as err:
+        raise LmforgeError(
+            f"could not load the two tokenizers of '{path}' (the decoder's at the top, the encoder's in "
+            f"encoder_tokenizer/): {one_line(err)}"
+        ) from None
+    return model, tokenizers
+
+
+def _check_lengths(
+    model: LatentReasonerForConditionalGeneration, tokenizers: TokenizerPair, data_args: DataArguments
+) -> tuple[int, int]:
+    """`max_source_length` (at most the encoder's context) and `max_target_length` (prefix, start token and target
+    must fit the decoder's context), with their defaults."""
+    encoder_context = getattr(model.config.encoder, "max_position_embeddings", None) or 512
+    encoder_context = min(encoder_context, tokenizers.encoder_tokenizer.model_max_length)
+    max_source_length = data_args.max_source_length or encoder_context
+    if not 0 < max_source_length <= encoder_context:
+        raise LmforgeError(
+            f"max_source_length ({max_source_length}) must be between 1 and the encoder's context ({encoder_context})"
+        )
+    decoder_context = getattr(model.config.decoder, "max_position_embeddings", None)
+    room = decoder_context - model.config.num_prefix_tokens - 1 if decoder_context else None
+    max_target_length = data_args.max_target_length or min(
+        DEFAULT_MAX_TARGET_LENGTH, room or DEFAULT_MAX_TARGET_LENGTH
+    )
+    if max_target_length < 2 or (room is not None and max_target_length > room):
+        raise LmforgeError(
+            f"max_target_length ({max_target_length}) must be between 2 and {room} (the decoder's context "
+            f"{decoder_context} minus {model.config.num_prefix_tokens} prefix embeddings and the start token)"
+        )
+    return max_source_length, max_target_length
+
+
+def tokenize_summaries(
+    pairs: Dataset, tokenizers: TokenizerPair, max_source_length: int, max_target_length: int, eos_token_id: int
+) -> Dataset:
+    """`input_ids` / `attention_mask` of the dialogues (encoder) and `labels` of the summaries (decoder tokens and
+    the end-of-sequence token, `max_target_length` in all)."""
+    inputs = tokenizers(list(pairs["source"]), max_length=max_source_length)
+    targets = tokenizers.decoder_tokenizer(
+        list(pairs["target"]), add_special_tokens=False, truncation=True, max_length=max_target_length - 1
+    )["input_ids"]
+    return Dataset.from_dict(
+        {
+            "input_ids": inputs["input_ids"],
+            "attention_mask": inputs["attention_mask"],
+            "labels": [[*ids, eos_token_id] for ids in targets],
+        }
+    )
+
+
+@torch.no_grad()
+def generate_summaries(
+    model: LatentReasonerForConditionalGeneration,
+    tokenizers: TokenizerPair,
+    dialogues: list[str],
+    max_source_length: int,
+    max_new_tokens: int,
+    batch_size: int,
+    show_progress: bool = True,
+) -> list[str]:
+    """A summary of each dialogue, `batch_size` dialogues per `generate()` call, with the model's generation_config
+    (greedy and without repeated 3-grams for a model built by this module)."""
+    summaries: list[str] = []
+    pad_token_id = tokenizers.pad_token_id if tokenizers.pad_token_id is not None else tokenizers.eos_token_id
+    for start in tqdm(range(0, len(dialogues), batch_size), desc="Summarizing", disable=not show_progress):
+        inputs = tokenizers(
+            dialogues[start : start + batch_size], padding=True, max_length=max_source_length, return_tensors="pt"
+        ).to(model.device)
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=pad_token_id)
+        summaries.extend(text.strip() for text in tokenizers.batch_decode(output, skip_special_tokens=True))
+    return summaries
+
+
+def rouge_percent(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """ROUGE-1/2/L/Lsum F-measures of `lmforge.evaluation.rouge`, as percentages."""
+    return {key: 100.0 * value for key, value in rouge(predictions, references).items()}
+
+
+class SummaryScorer:
+    """The `post_train` hook: ROUGE of the model's summaries of the validation dialogues, and of LEAD-3."""
+
+    def __init__(
+        self,
+        validation: Dataset,
+        max_source_length: int,
+        max_new_tokens: int,
+        batch_size: int,
+        output_dir: Path,
+        show_progress: bool,
+    ) -> None:
+        self.validation = validation
+        self.max_source_length = max_source_length
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.output_dir = output_dir
+        self.show_progress = show_progress
+
+    def __call__(self, trainer: Any, setup: TrainingSetup) -> dict[str, float]:
+        model: Any = trainer.model
+        tokenizers: Any = setup.tokenizer
+        dialogues = list(self.validation["source"])
+        references = list(self.validation["target"])
+        was_training = model.training
+        model.eval()
+        started = time.monotonic()
+        try:
+            predictions = generate_summaries(
+                model,
+                tokenizers,
+                dialogues,
+                self.max_source_length,
+                self.max_new_tokens,
+                self.batch_size,
+                self.show_progress,
+            )
+        finally:
+            model.train(was_training)
+        seconds = time.monotonic() - started
+        leads = [lead_3(dialogue) for dialogue in dialogues]
+        model_scores = rouge_percent(predictions, references)
+        lead_scores = rouge_percent(leads, references)
+
+        metrics: dict[str, float] = {
+            "eval_summaries": float(len(predictions)),
+            "eval_summary_seconds": seconds,
+            "eval_summary_words": sum(len(p.split()) for p in predictions) / len(predictions),
+        }
+        metrics.update({f"eval_{key}": value for key, value in model_scores.items()})
+        metrics.update({f"lead3_{key}": value for key, value in lead_scores.items()})
+        self.write_predictions(dialogues, references, predictions, leads)
+        lines = [f"{'':<10}{'model':>8}{'LEAD-3':>8}"] + [
+            f"{key:<10}{model_scores[key]:>8.2f}{lead_scores[key]:>8.2f}" for key in model_scores
+        ]
+        logger.info(
+            "ROUGE (0-100) of %d validation summaries, written in %.0fs:\n%s",
+            len(predictions),
+            seconds,
+            "\n".join(lines),
+        )
+        return metrics
+
+    def write_predictions(
+        self, dialogues: list[str], references: list[str], predictions: list[str], leads: list[str]
+    ) -> None:
+        """`predictions.jsonl` in the output folder: one validation dialogue per line with its summaries."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with (self.output_dir / "predictions.jsonl").open("w", encoding="utf-8") as handle:
+            for row_id, dialogue, reference, prediction, lead in zip(
+                self.validation["id"], dialogues, references, predictions, leads, strict=True
+            ):
+                record = {
+                    "id": row_id,
+                    "dialogue": dialogue,
+                    "reference": reference,
+                    "summary": prediction,
+                    "lead3": lead,
+                }
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@register_builder("latent_reasoner")
+def build_latent_reasoner(
+    model_args: ModelArguments, data_args: DataArguments, training_args: LmforgeTrainingArguments
+) -> TrainingSetup:
+    """LatentReasoner on dialogue -> summary pairs (see the module docstring)."""
+    raw = load_summarization(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        data_args.train_file,
+        data_args.validation_file,
+        data_args.validation_split_percentage,
+        data_args.source_column,
+        data_args.target_column,
+        seed=training_args.seed,
+    )
+    train_pairs = _limit(raw["train"], data_args.max_train_samples)
+    validation_pairs = _limit(raw["validation"], data_args.max_eval_samples)
+    model, tokenizers = load_saved(model_args) if model_args.model_name_or_path else load_from_backbones(model_args)
+
+    max_source_length, max_target_length = _check_lengths(model, tokenizers, data_args)
+    # Saved with the model, so `lmforge generate` truncates a dialogue as training did.
+    tokenizers.encoder_tokenizer.model_max_length = max_source_length
+    encoder_config: Any = model.config.encoder
+    decoder_config: Any = model.config.decoder
+    eos_token_id = tokenizers.eos_token_id
+    if eos_token_id is None:
+        eos_token_id = decoder_config.eos_token_id
+    if isinstance(eos_token_id, list):
+        eos_token_id = eos_token_id[0]
+    if eos_token_id is None or model.config.resolved_decoder_start_token_id is None:
+        raise LmforgeError(
+            "the decoder has no end-of-sequence or start token id; set config_overrides.decoder_start_token_id and "
+            "give a decoder whose tokenizer has an eos_token"
+        )
+
+    with training_args.main_process_first(desc="tokenizing"):
+        train_dataset = tokenize_summaries(train_pairs, tokenizers, max_source_length, max_target_length, eos_token_id)
+        eval_dataset = tokenize_summaries(
+            validation_pairs, tokenizers, max_source_length, max_target_length, eos_token_id
+        )
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info(
+        "LatentReasoner (%s encoder, %s decoder): %.1fM parameters, %.3fM trained (the MLPs); %d train and %d "
+        "validation dialogues, sources <= %d and targets <= %d tokens",
+        encoder_config.model_type,
+        decoder_config.model_type,
+        total / 1e6,
+        trainable / 1e6,
+        train_dataset.num_rows,
+        eval_dataset.num_rows,
+        max_source_length,
+        max_target_length,
+    )
+    scorer = SummaryScorer(
+        validation=validation_pairs,
+        max_source_length=max_source_length,
+        max_new_tokens=max_target_length,
+        batch_size=training_args.per_device_eval_batch_size,
+        output_dir=Path(str(training_args.output_dir)),
+        show_progress=not training_args.disable_tqdm,
+    )
+    return TrainingSetup(
+        model=model,
+        tokenizer=tokenizers,  # type: ignore[arg-type]
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        # Pads the dialogues with the encoder's pad token and the labels with -100.
+        data_collator=DataCollatorForSeq2Seq(tokenizers.encoder_tokenizer, label_pad_token_id=-100),
+        post_train=scorer,
+    )
+
+
+__all__ = [
+    "SUMMARY_GENERATION",
+    "SummaryScorer",
+    "build_latent_reasoner",
+    "generate_summaries",
+    "load_from_backbones",
+    "load_saved",
+    "rouge_percent",
+    "tokenize_summaries",
+]

