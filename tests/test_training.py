@@ -64,13 +64,23 @@ def test_quickstart_recipe_is_the_shakespeare_recipe():
 def test_overrides_parse_yaml_scalars_and_nested_keys():
     recipe = apply_overrides(
         {"config_overrides": {"hidden_size": 8}},
-        ["--learning-rate", "1e-3", "--config_overrides.num_hidden_layers", "3", "--bf16=false", "--do_eval"],
+        [
+            "--learning-rate",
+            "1e-3",
+            "--config_overrides.num_hidden_layers",
+            "3",
+            "--bf16=false",
+            "--do_eval",
+            "--eval_strategy",
+            "no",
+        ],
     )
     assert recipe == {
         "config_overrides": {"hidden_size": 8, "num_hidden_layers": 3},
         "learning_rate": 1e-3,
         "bf16": False,
         "do_eval": True,
+        "eval_strategy": "no",
     }
 
 

@@ -33,6 +33,8 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
 
 def _scalar(raw: str) -> Any:
     """A command-line value as YAML would read it, plus `1e-3` as a float (YAML 1.1 wants `1.0e-3`)."""
+    if raw.lower() in {"no", "yes", "on", "off", "y", "n"}:
+        return raw  # YAML 1.1 would read these as booleans; `--eval_strategy no` means the string
     value = yaml.safe_load(raw)
     if isinstance(value, str):
         try:
