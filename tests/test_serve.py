@@ -113,7 +113,7 @@ def test_huggingface_hub_client_streams_from_it(server, monkeypatch) -> None:
         (json.dumps({"messages": MESSAGES, "stream": "yes"}).encode(), 422, "stream"),
         (json.dumps({"messages": MESSAGES, "n": 2}).encode(), 422, "'n'"),
         (b"x" * 5000, 413, "over 4096 bytes"),
-        (b"[" * 2000 + b"]" * 2000, 400, "not valid JSON"),  # nested past the JSON decoder's recursion limit
+        (b"[" * 2000 + b"]" * 2000, 400, "JSON"),  # deep nesting: a 400 whether or not the decoder recurses that deep
         (
             json.dumps({"messages": MESSAGES, "generation_config": '{"temperature": "hot"}'}).encode(),
             422,
