@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import datasets
 from datasets import Dataset, DatasetDict
 
 from ..errors import LmforgeError
+from .text import load_dataset_with_train_split
 
 logger = logging.getLogger(__name__)
 
@@ -162,16 +162,7 @@ def split_by_article(
 
 
 def _from_hub(dataset_name: str, dataset_config_name: str | None, qa_input: str) -> dict[str, list[dict[str, Any]]]:
-    try:
-        loaded = datasets.load_dataset(dataset_name, dataset_config_name)
-    except Exception as err:
-        first_line = (str(err).splitlines() or [type(err).__name__])[0]
-        raise LmforgeError(
-            f"could not load dataset '{dataset_name}' (no network, unknown id, or the Hub is unreachable: "
-            f"{first_line}); pass a local SQuAD JSON file with train_file instead"
-        ) from None
-    if not isinstance(loaded, DatasetDict) or "train" not in loaded:
-        raise LmforgeError(f"dataset '{dataset_name}' has no 'train' split")
+    loaded = load_dataset_with_train_split(dataset_name, dataset_config_name, "a local SQuAD JSON file")
     missing = {"question", "answers"} - set(loaded["train"].column_names)
     if missing:
         raise LmforgeError(f"dataset '{dataset_name}' is not SQuAD-like: it has no {sorted(missing)} column")

@@ -18,6 +18,7 @@ import datasets
 from datasets import Dataset, DatasetDict
 
 from ..errors import LmforgeError
+from .text import load_dataset_with_train_split
 
 logger = logging.getLogger(__name__)
 
@@ -78,17 +79,7 @@ def _read_json(files: dict[str, str]) -> DatasetDict:
 
 
 def _read_hub(dataset_name: str, dataset_config_name: str | None) -> DatasetDict:
-    try:
-        loaded = datasets.load_dataset(dataset_name, dataset_config_name)
-    except Exception as err:
-        first_line = (str(err).splitlines() or [type(err).__name__])[0]
-        raise LmforgeError(
-            f"could not load dataset '{dataset_name}' (no network, unknown id, or the Hub is unreachable: "
-            f"{first_line}); pass a local JSON lines file with train_file instead (e.g. DialogSum)"
-        ) from None
-    if not isinstance(loaded, DatasetDict) or "train" not in loaded:
-        raise LmforgeError(f"dataset '{dataset_name}' has no 'train' split")
-    return loaded
+    return load_dataset_with_train_split(dataset_name, dataset_config_name, "a local JSON lines file (e.g. DialogSum)")
 
 
 def load_summarization(

@@ -122,6 +122,24 @@ def load_text_files(
     return _check_not_empty(dataset, train_file)
 
 
+def load_dataset_with_train_split(
+    dataset_name: str, dataset_config_name: str | None, local_alternative: str
+) -> DatasetDict:
+    """`datasets.load_dataset` by Hub id or local folder; a failed load or a missing train split is one sentence
+    that names `local_alternative` (what to pass with train_file instead)."""
+    try:
+        loaded = datasets.load_dataset(dataset_name, dataset_config_name)
+    except Exception as err:
+        first_line = (str(err).splitlines() or [type(err).__name__])[0]
+        raise LmforgeError(
+            f"could not load dataset '{dataset_name}' (no network, unknown id, or the Hub is unreachable: "
+            f"{first_line}); pass {local_alternative} with train_file instead"
+        ) from None
+    if not isinstance(loaded, DatasetDict) or "train" not in loaded:
+        raise LmforgeError(f"dataset '{dataset_name}' has no 'train' split")
+    return loaded
+
+
 def load_hub_dataset(
     dataset_name: str,
     dataset_config_name: str | None = None,
@@ -129,16 +147,7 @@ def load_hub_dataset(
     text_column: str = "text",
 ) -> DatasetDict:
     """A dataset by Hub id (or a local dataset folder); a failed download becomes one clear sentence."""
-    try:
-        loaded = datasets.load_dataset(dataset_name, dataset_config_name)
-    except Exception as err:
-        first_line = (str(err).splitlines() or [type(err).__name__])[0]
-        raise LmforgeError(
-            f"could not load dataset '{dataset_name}' (no network, unknown id, or the Hub is unreachable: "
-            f"{first_line}); pass a local file with train_file instead"
-        ) from None
-    if not isinstance(loaded, DatasetDict) or "train" not in loaded:
-        raise LmforgeError(f"dataset '{dataset_name}' has no 'train' split")
+    loaded = load_dataset_with_train_split(dataset_name, dataset_config_name, "a local file")
     if text_column not in loaded["train"].column_names:
         raise LmforgeError(f"dataset '{dataset_name}' has no '{text_column}' column; set text_column")
     if "validation" not in loaded:
@@ -151,6 +160,7 @@ def load_hub_dataset(
 
 
 __all__ = [
+    "load_dataset_with_train_split",
     "load_embedded_corpus",
     "load_hub_dataset",
     "load_text_files",
