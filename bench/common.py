@@ -36,8 +36,12 @@ REFERENCE = Size()
 QUICK = Size(context=256, hidden_size=256, num_layers=4, num_heads=4)
 
 
-def build(name: str, size: Size, attn: str = "sdpa") -> torch.nn.Module:
-    """`aksis` or `gpt2` at exactly the same size (GELU, 4x FFN, tied head, same dropouts)."""
+def build(name: str, size: Size, attn: str = "sdpa", matched_dropout: bool = False) -> torch.nn.Module:
+    """`aksis` or `gpt2` at exactly the same size (GELU, 4x FFN, tied head, same residual and embedding dropout).
+
+    Each model keeps its own default attention dropout (Aksis 0.0, GPT-2 0.1) unless `matched_dropout`, which gives
+    Aksis GPT-2's 0.1 too: the like-for-like comparison of the two implementations.
+    """
     torch.manual_seed(0)
     if name == "aksis":
         config = AksisConfig(
@@ -48,7 +52,7 @@ def build(name: str, size: Size, attn: str = "sdpa") -> torch.nn.Module:
             num_hidden_layers=size.num_layers,
             num_attention_heads=size.num_heads,
             hidden_dropout=size.dropout,
-            attention_dropout=size.dropout,
+            attention_dropout=size.dropout if matched_dropout else AksisConfig().attention_dropout,
         )
         return AksisForCausalLM._from_config(config, attn_implementation=attn)
     if name == "gpt2":

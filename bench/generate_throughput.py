@@ -44,15 +44,24 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--plain-head", action="store_true", help="Aksis's output head as a plain nn.Linear (the state before issue 9)"
+    )
     args = parser.parse_args()
     size = QUICK if args.quick else REFERENCE
     if args.prompt_len + args.new_tokens > size.context:
         size.context = args.prompt_len + args.new_tokens
     repeats = args.repeats or (4 if args.quick else 6)
     aksis = build("aksis", size).to(device()).eval()
+    if args.plain_head:
+        aksis.lm_head.max_transposed_rows = 0
     gpt2 = build("gpt2", size).to(device()).eval()
     print(f"# Generation throughput, {machine()}")
-    print(f"size: {size}, prompt {args.prompt_len}, {args.new_tokens} new tokens, greedy, {repeats} rounds\n")
+    head = "plain nn.Linear" if args.plain_head else "transposed copy for few rows"
+    print(
+        f"size: {size}, prompt {args.prompt_len}, {args.new_tokens} new tokens, greedy, {repeats} rounds, "
+        f"Aksis output head: {head}\n"
+    )
     print(
         "| batch | Aksis cached tok/s | GPT-2 cached tok/s | Aksis uncached tok/s | Aksis/GPT-2 (cached) | Aksis cached/uncached |"
     )

@@ -1,8 +1,13 @@
 """Training throughput (tokens/s of forward + backward + AdamW step) and peak memory: Aksis vs GPT2LMHeadModel.
 
-Both models have the same vocabulary, context, width, depth, heads, FFN, dropout, dtype, batch and sequence length.
-Variants: SDPA and eager attention, with and without torch.compile. Each ratio is the median of paired,
-interleaved rounds (alternating order). Peak memory is measured in a fresh process per model.
+Both models have the same vocabulary, context, width, depth, heads, FFN, residual dropout, dtype, batch and sequence
+length. Rows:
+- "defaults": each model with its own default attention dropout (Aksis 0.0, which lets SDPA take its fused causal
+  kernel; GPT-2 0.1, which sends SDPA to the math path);
+- "matched": Aksis with GPT-2's attention dropout of 0.1 too, the like-for-like comparison of the two implementations;
+- eager attention, and (with --compile) torch.compile of both models.
+Each ratio is the median of paired, interleaved rounds (alternating order). Peak memory is measured in a fresh
+process per model.
 
     python bench/train_throughput.py --quick        # a few minutes on 2 CPU cores
     python bench/train_throughput.py                # the reference size (6 x 512, context 512)
@@ -30,8 +35,10 @@ from common import (
 )
 
 
-def make_step(name: str, size, attn: str, batch: int, seq: int, compile_model: bool = False):
-    model = build(name, size, attn).to(device()).train()
+def make_step(
+    name: str, size, attn: str, batch: int, seq: int, compile_model: bool = False, matched_dropout: bool = False
+):
+    model = build(name, size, attn, matched_dropout).to(device()).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     forward = torch.compile(model) if compile_model else model
     generator = torch.Generator().manual_seed(0)
@@ -55,7 +62,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per timed round")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile variants")
-    parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "ATTN"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "ATTN", "DROPOUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     size = QUICK if args.quick else REFERENCE
     seq = args.seq or (128 if args.quick else size.context)
@@ -64,7 +71,8 @@ def main() -> None:
 
     if args.memory_child:
         base = current_rss_mb()
-        step = make_step(args.memory_child[0], size, args.memory_child[1], args.batch, seq)
+        name, attn, dropout = args.memory_child
+        step = make_step(name, size, attn, args.batch, seq, matched_dropout=dropout == "matched")
         for _ in range(2):
             step()
         report_peak(base)
@@ -73,11 +81,16 @@ def main() -> None:
     print(f"# Training throughput, {machine()}")
     print(f"size: {size}, batch {args.batch} x seq {seq}, {steps} steps per round, {repeats} rounds\n")
     tokens = args.batch * seq * steps
-    variants = [("sdpa", False), ("eager", False)] + ([("sdpa", True)] if args.compile else [])
-    print("| attention | compile | Aksis tok/s | GPT-2 tok/s | Aksis / GPT-2 (median of paired rounds) |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for attn, compiled in variants:
-        aksis_step = make_step("aksis", size, attn, args.batch, seq, compiled)
+    variants = [("sdpa", "defaults", False), ("sdpa", "matched", False), ("eager", "defaults", False)]
+    if args.compile:
+        variants += [("sdpa", "defaults", True), ("sdpa", "matched", True)]
+    print(
+        "| attention | attention dropout | compile | Aksis tok/s | GPT-2 tok/s | Aksis / GPT-2 (median of paired rounds) |"
+    )
+    print("| --- | --- | --- | ---: | ---: | ---: |")
+    for attn, dropout, compiled in variants:
+        matched = dropout == "matched"
+        aksis_step = make_step("aksis", size, attn, args.batch, seq, compiled, matched)
         gpt2_step = make_step("gpt2", size, attn, args.batch, seq, compiled)
 
         def run(step):
@@ -86,22 +99,24 @@ def main() -> None:
         aksis_t, gpt2_t = paired(run(aksis_step), run(gpt2_step), repeats)
         ratio = median_ratio(gpt2_t, aksis_t)  # throughput ratio = time ratio inverted
         print(
-            f"| {attn} | {compiled} | {tokens / statistics.median(aksis_t):,.0f} | "
+            f"| {attn} | {dropout} | {compiled} | {tokens / statistics.median(aksis_t):,.0f} | "
             f"{tokens / statistics.median(gpt2_t):,.0f} | {ratio:.3f}x |"
         )
 
-    print("\n| attention | Aksis peak MiB | GPT-2 peak MiB | Aksis / GPT-2 (median of paired rounds) |")
-    print("| --- | ---: | ---: | ---: |")
+    print(
+        "\n| attention | attention dropout | Aksis peak MiB | GPT-2 peak MiB | Aksis / GPT-2 (median of paired rounds) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: |")
     script = str(Path(__file__).resolve())
     extra = ["--batch", str(args.batch), "--seq", str(seq)] + (["--quick"] if args.quick else [])
-    for attn in ("sdpa", "eager"):
+    for attn, dropout, _ in variants[:3]:
         aksis_m, gpt2_m = [], []
         for i in range(3):
             order = [("aksis", aksis_m), ("gpt2", gpt2_m)]
             for name, sink in order if i % 2 == 0 else order[::-1]:
-                sink.append(peak_memory_mb(script, [*extra, "--memory-child", name, attn]))
+                sink.append(peak_memory_mb(script, [*extra, "--memory-child", name, attn, dropout]))
         print(
-            f"| {attn} | {statistics.median(aksis_m):,.0f} | {statistics.median(gpt2_m):,.0f} | "
+            f"| {attn} | {dropout} | {statistics.median(aksis_m):,.0f} | {statistics.median(gpt2_m):,.0f} | "
             f"{median_ratio(aksis_m, gpt2_m):.3f}x |"
         )
 

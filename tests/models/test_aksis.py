@@ -63,6 +63,58 @@ def test_lm_head_is_tied_to_embedding(tiny_aksis):
     assert tiny_aksis.lm_head.weight.data_ptr() == tiny_aksis.model.embed_tokens.weight.data_ptr()
 
 
+def test_default_attention_dropout_is_off_so_sdpa_can_take_its_fused_kernel():
+    assert AksisConfig().attention_dropout == 0.0
+    assert AksisConfig().hidden_dropout == 0.1
+
+
+def test_decoding_path_of_the_linear_layers_is_scoped_to_generate(tiny_aksis):
+    """Inside `generate()`, one-row inputs use (in, out) weight copies; they equal the plain path and are dropped after."""
+    head = tiny_aksis.lm_head
+    hidden = torch.randn(2, 1, 32)
+    with torch.no_grad():
+        plain = head(hidden)
+        assert head._transposed is None  # outside generate(): never a copy
+        head.decoding = True
+        torch.testing.assert_close(head(hidden), plain)  # 2 rows <= 4: the copy
+        assert head._transposed is not None and head._transposed.shape == (32, tiny_aksis.config.vocab_size)
+        qkv = tiny_aksis.model.layers[0].self_attn.qkv_proj
+        qkv.decoding = True
+        one_row = torch.randn(1, 1, 32)
+        torch.testing.assert_close(qkv(one_row), torch.nn.functional.linear(one_row, qkv.weight, qkv.bias))
+        assert qkv._transposed is not None  # with its bias, through addmm
+        for module in (head, qkv):
+            module.end_decoding()
+    assert head._transposed is None and not head.decoding
+
+    ids = torch.randint(4, tiny_aksis.config.vocab_size, (1, 5))
+    kwargs = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
+    plain_ids = tiny_aksis.generate(ids, **kwargs)
+    seen = []
+    handle = qkv.register_forward_hook(lambda module, args, out: seen.append(module._transposed is not None))
+    fast_ids = tiny_aksis.generate(ids, **kwargs)
+    handle.remove()
+    assert torch.equal(plain_ids, fast_ids)
+    assert any(seen[1:]), "the decoding steps should use the weight copy"
+    assert all(
+        module._transposed is None and not module.decoding
+        for module in tiny_aksis.modules()
+        if hasattr(module, "decoding")
+    )
+    # after an in-place change of the weights (as merging a LoRA adapter does), generation sees the new weights
+    with torch.no_grad():
+        qkv.weight.data += 0.5
+    changed = tiny_aksis.generate(ids, **kwargs)
+    with torch.no_grad():
+        qkv.weight.data -= 0.5
+    reference = AksisForCausalLM(tiny_aksis.config).eval()
+    reference.load_state_dict(tiny_aksis.state_dict())
+    with torch.no_grad():
+        reference.model.layers[0].self_attn.qkv_proj.weight += 0.5
+    assert torch.equal(changed, reference.generate(ids, **kwargs))
+    assert not any("_transposed" in key for key in tiny_aksis.state_dict())
+
+
 def test_eager_and_sdpa_agree(aksis_tokenizer):
     torch.manual_seed(0)
     config = AksisConfig(vocab_size=len(aksis_tokenizer), **TINY_AKSIS)

@@ -442,6 +442,14 @@ def test_build_from_modules_and_from_pretrained_backbones(tmp_path: Path) -> Non
         assert torch.equal(loaded.decoder.state_dict()[name], tensor), name
     assert {name for name, p in loaded.named_parameters() if p.requires_grad} == mlp_names(loaded)
 
+    # a backbone folder holding only a pickled `pytorch_model.bin` is refused, never unpickled
+    pickled = tmp_path / "pickled_decoder"
+    decoder.save_pretrained(pickled)
+    (pickled / "model.safetensors").unlink()
+    torch.save(decoder.state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(OSError, match="safetensors"):
+        LatentReasonerForConditionalGeneration.from_encoder_decoder_pretrained(str(tmp_path / "encoder"), str(pickled))
+
 
 def weight_keys(folder: Path) -> set[str]:
     keys: set[str] = set()

@@ -24,7 +24,7 @@ QUICKSTART_RECIPE: dict[str, Any] = {
         "num_attention_heads": 4,
         "max_position_embeddings": 256,
         "hidden_dropout": 0.1,
-        "attention_dropout": 0.1,
+        "attention_dropout": 0.0,
     },
     "block_size": 128,
     "validation_split_percentage": 10,

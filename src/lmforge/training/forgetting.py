@@ -364,7 +364,7 @@ def run_study(study: Study) -> list[MethodResult]:
     block_size, limit = study_block_settings(study)
     corpora = Corpora(tokenizer, block_size)
     eval_a = corpora.blocks(study.corpus_a, "validation", limit)
-    base_model = AutoModelForCausalLM.from_pretrained(base_path)
+    base_model = AutoModelForCausalLM.from_pretrained(base_path, use_safetensors=True)
     a_base = evaluate_loss(base_model, tokenizer, eval_a, _eval_args(study, "base"))
     base_trainable, base_total = count_parameters(base_model)
     logger.info(
@@ -392,14 +392,16 @@ def run_study(study: Study) -> list[MethodResult]:
             result_args: dict[str, Any] = {"pairing": pairing.name, "method": method.name, "kind": method.kind}
             args = _eval_args(study, f"{pairing.name}-{method.name}")
             if method.kind == "full":
-                model: Any = AutoModelForCausalLM.from_pretrained(str(run_b.path))
+                model: Any = AutoModelForCausalLM.from_pretrained(str(run_b.path), use_safetensors=True)
                 trainable, total = count_parameters(model)
                 seconds = run_b.train_seconds
                 routing = None
             elif method.kind == "lora":
                 from peft import PeftModel
 
-                model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), str(run_b.path))
+                model = PeftModel.from_pretrained(
+                    AutoModelForCausalLM.from_pretrained(base_path, use_safetensors=True), str(run_b.path)
+                )
                 trainable, total = _lora_parameters(model), base_total
                 seconds = run_b.train_seconds
                 routing = None
@@ -465,7 +467,7 @@ def _routed_model(
     from peft import PeftModel
 
     peft_model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(base_path), str(run_a.path), adapter_name=ADAPTER_A
+        AutoModelForCausalLM.from_pretrained(base_path, use_safetensors=True), str(run_a.path), adapter_name=ADAPTER_A
     )
     peft_model.load_adapter(str(run_b.path), adapter_name=pairing.name)
     train_blocks = {

@@ -31,8 +31,10 @@ class AksisConfig(PreTrainedConfig):
             Activation of the feed-forward layer (any key of `transformers.activations.ACT2FN`).
         hidden_dropout (`float`, defaults to 0.1):
             Dropout on the embeddings and on the output of every attention and MLP sub-layer.
-        attention_dropout (`float`, defaults to 0.1):
-            Dropout on the attention probabilities.
+        attention_dropout (`float`, defaults to 0.0):
+            Dropout on the attention probabilities. Off by default, as in Llama and nanoGPT: at 0, SDPA can take its
+            fused causal kernel (flash attention on the CPU and the GPU), which never materialises the T x T
+            attention matrix; any other value makes it fall back to the plain math path.
         layer_norm_eps (`float`, defaults to 1e-5):
             Epsilon of the LayerNorms.
         initializer_range (`float`, defaults to 0.02):
@@ -68,7 +70,7 @@ class AksisConfig(PreTrainedConfig):
     num_attention_heads: int = interval(min=1)(default=8)
     hidden_act: str = "gelu"
     hidden_dropout: float | int = interval(min=0.0, max=1.0, exclude_max=True)(default=0.1)
-    attention_dropout: float | int = interval(min=0.0, max=1.0, exclude_max=True)(default=0.1)
+    attention_dropout: float | int = interval(min=0.0, max=1.0, exclude_max=True)(default=0.0)
     layer_norm_eps: float = 1e-5
     initializer_range: float = interval(min=0.0, max=1.0)(default=0.02)
     use_bias: bool = True

@@ -1,11 +1,12 @@
 """Aksis: a GPT-style decoder (learned absolute positions, pre-norm blocks, tied output head).
 
-Read top to bottom: MLP, eager attention, attention, decoder layer, pre-trained base class, the bare model and the
-causal language model head. Shapes use B = batch, T = new tokens, S = cached + new tokens, C = hidden_size,
+Read top to bottom: the linear layer, MLP, eager attention, attention, decoder layer, pre-trained base class, the bare
+model and the causal language model. Shapes use B = batch, T = new tokens, S = cached + new tokens, C = hidden_size,
 nh = heads, hs = head size.
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,14 +21,52 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .configuration_aksis import AksisConfig
 
 
+class AksisLinear(nn.Linear):
+    """`nn.Linear`, with a faster path for decoding one token at a time on the CPU.
+
+    While `generate()` runs (it sets `decoding`), an input of at most `max_transposed_rows` rows is multiplied by an
+    (in, out) copy of the (out, in) weight: the matrix-vector product streams that layout from memory faster (it is
+    the layout of GPT-2's `Conv1D`; `bench/profile_step.py` shows the difference). The copy is made on first use and
+    dropped when `generate()` returns, so it costs memory only during generation and never outlives a change of the
+    weight; it is not a parameter and is never saved. Everything else (training, gradients, compilation, wider
+    inputs, any call outside `generate()`) takes the plain `nn.Linear` path.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, max_transposed_rows: int = 1) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.max_transposed_rows = max_transposed_rows
+        self.decoding = False
+        self._transposed: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if (
+            not self.decoding
+            or hidden_states.device.type != "cpu"
+            or hidden_states.numel() > self.max_transposed_rows * self.in_features
+            or torch.is_grad_enabled()
+            or torch.compiler.is_compiling()
+        ):
+            return super().forward(hidden_states)
+        transposed = self._transposed
+        if transposed is None:
+            transposed = self._transposed = self.weight.detach().t().contiguous()  # (out, in) -> (in, out)
+        rows = hidden_states.reshape(-1, self.in_features)  # (B, T, in) -> (B*T, in)
+        out = rows @ transposed if self.bias is None else torch.addmm(self.bias, rows, transposed)
+        return out.view(*hidden_states.shape[:-1], self.out_features)  # (B, T, out)
+
+    def end_decoding(self) -> None:
+        self.decoding = False
+        self._transposed = None
+
+
 class AksisMLP(nn.Module):
     """Position-wise feed-forward: C -> intermediate_size -> C."""
 
     def __init__(self, config: AksisConfig) -> None:
         super().__init__()
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.use_bias)
+        self.up_proj = AksisLinear(config.hidden_size, config.intermediate_size, bias=config.use_bias)
         self.act_fn = ACT2FN[config.hidden_act]
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.use_bias)
+        self.down_proj = AksisLinear(config.intermediate_size, config.hidden_size, bias=config.use_bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act_fn(self.up_proj(hidden_states)))  # (B, T, C) -> (B, T, C)
@@ -65,8 +104,8 @@ class AksisAttention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
         self.is_causal = True
-        self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.use_bias)
-        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
+        self.qkv_proj = AksisLinear(config.hidden_size, 3 * config.hidden_size, bias=config.use_bias)
+        self.o_proj = AksisLinear(config.hidden_size, config.hidden_size, bias=config.use_bias)
 
     def forward(
         self,
@@ -235,7 +274,7 @@ class AksisForCausalLM(AksisPreTrainedModel, GenerationMixin):
     def __init__(self, config: AksisConfig) -> None:
         super().__init__(config)
         self.model = AksisModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = AksisLinear(config.hidden_size, config.vocab_size, bias=False, max_transposed_rows=4)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -249,6 +288,20 @@ class AksisForCausalLM(AksisPreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head = new_embeddings
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """`GenerationMixin.generate`, with the decoding path of every `AksisLinear` on for the length of the call."""
+        linears = [module for module in self.modules() if isinstance(module, AksisLinear)]
+        self._generate_calls = getattr(self, "_generate_calls", 0) + 1
+        for linear in linears:
+            linear.decoding = True
+        try:
+            return super().generate(*args, **kwargs)
+        finally:
+            self._generate_calls -= 1
+            if self._generate_calls == 0:  # the last of concurrent calls drops the copies
+                for linear in linears:
+                    linear.end_decoding()
 
     def forward(
         self,

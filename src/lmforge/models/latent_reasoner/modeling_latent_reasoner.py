@@ -264,6 +264,9 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
             else:
                 config_kwargs[key] = value
 
+        for backbone_kwargs in (encoder_kwargs, decoder_kwargs):
+            if "gguf_file" not in backbone_kwargs:  # weights as safetensors only: never unpickle a `.bin`
+                backbone_kwargs.setdefault("use_safetensors", True)
         encoder = encoder_kwargs.pop("model", None)
         if encoder is None:
             encoder = AutoModel.from_pretrained(encoder_pretrained_model_name_or_path, **encoder_kwargs)
