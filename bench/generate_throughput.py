@@ -44,8 +44,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     parser.add_argument(
-        "--plain-head", action="store_true", help="Aksis's output head as a plain nn.Linear (the state before issue 9)"
+        "--plain-linear",
+        action="store_true",
+        help="Aksis's linear layers without their decoding path (plain nn.Linear, the state before issue 9)",
     )
     args = parser.parse_args()
     size = QUICK if args.quick else REFERENCE
@@ -53,20 +56,22 @@ def main() -> None:
         size.context = args.prompt_len + args.new_tokens
     repeats = args.repeats or (4 if args.quick else 6)
     aksis = build("aksis", size).to(device()).eval()
-    if args.plain_head:
-        aksis.lm_head.max_transposed_rows = 0
+    if args.plain_linear:
+        for module in aksis.modules():
+            if hasattr(module, "max_transposed_rows"):
+                module.max_transposed_rows = 0
     gpt2 = build("gpt2", size).to(device()).eval()
     print(f"# Generation throughput, {machine()}")
-    head = "plain nn.Linear" if args.plain_head else "transposed copy for few rows"
+    head = "plain nn.Linear" if args.plain_linear else "(in, out) weight copies while decoding"
     print(
         f"size: {size}, prompt {args.prompt_len}, {args.new_tokens} new tokens, greedy, {repeats} rounds, "
-        f"Aksis output head: {head}\n"
+        f"Aksis linear layers: {head}\n"
     )
     print(
         "| batch | Aksis cached tok/s | GPT-2 cached tok/s | Aksis uncached tok/s | Aksis/GPT-2 (cached) | Aksis cached/uncached |"
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for batch in (1, 8):
+    for batch in (int(b) for b in args.batches.split(",")):
         cached = make_generate(aksis, batch, args.prompt_len, args.new_tokens, True)
         baseline = make_generate(gpt2, batch, args.prompt_len, args.new_tokens, True)
         uncached = make_generate(aksis, batch, args.prompt_len, args.new_tokens, False)

@@ -5,8 +5,8 @@ The "before" and "after" of issue 9 are two runs of this script:
 
     python bench/profile_step.py --mode train --quick --attention-dropout 0.1   # before: GPT-2's attention dropout
     python bench/profile_step.py --mode train --quick                           # after: Aksis's default of 0.0
-    python bench/profile_step.py --mode decode --quick --batch 1 --plain-head   # before: nn.Linear output head
-    python bench/profile_step.py --mode decode --quick --batch 1                # after: the transposed head copy
+    python bench/profile_step.py --mode decode --quick --batch 1 --plain-linear   # before: plain nn.Linear
+    python bench/profile_step.py --mode decode --quick --batch 1                # after: the decoding path
     python bench/profile_step.py --mode decode --quick --batch 1 --model gpt2   # the baseline
 """
 
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from transformers import DynamicCache
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import QUICK, REFERENCE, build, device, machine
@@ -41,9 +40,8 @@ def decode_step(model: torch.nn.Module, batch: int, cache_len: int):
     model.eval()
     ids = torch.randint(4, model.config.vocab_size, (batch, cache_len), generator=torch.Generator().manual_seed(0))
     ids = ids.to(device())
-    cache = DynamicCache(config=model.config)
-    with torch.no_grad():
-        model(input_ids=ids, past_key_values=cache, use_cache=True)
+    with torch.no_grad():  # the model's own cache: AksisCache for Aksis, DynamicCache for GPT-2
+        cache = model(input_ids=ids, use_cache=True).past_key_values
     new = ids[:, -1:]
     mask = torch.ones(batch, cache_len + 1, dtype=torch.long, device=device())
     position_ids = torch.full((batch, 1), cache_len, device=device())
@@ -73,7 +71,11 @@ def main() -> None:
     parser.add_argument("--cache-len", type=int, default=128, help="cached tokens in decode mode")
     parser.add_argument("--steps", type=int, default=None, help="profiled steps (default 3 train, 100 decode)")
     parser.add_argument("--attention-dropout", type=float, default=None, help="Aksis only (default: its config's)")
-    parser.add_argument("--plain-head", action="store_true", help="Aksis only: always the nn.Linear output head")
+    parser.add_argument(
+        "--plain-linear",
+        action="store_true",
+        help="Aksis only: no decoding path in its linear layers (plain nn.Linear)",
+    )
     parser.add_argument("--rows", type=int, default=15, help="operators to print")
     args = parser.parse_args()
     size = QUICK if args.quick else REFERENCE
@@ -82,8 +84,9 @@ def main() -> None:
         if args.attention_dropout is not None:
             for layer in model.model.layers:
                 layer.self_attn.attention_dropout = args.attention_dropout
-        if args.plain_head:
-            model.lm_head.max_transposed_rows = 0
+        for module in model.modules():  # decode mode stands for generate(), which turns the decoding path on
+            if hasattr(module, "decoding"):
+                module.decoding = args.mode == "decode" and not args.plain_linear
     if args.mode == "train":
         seq = args.seq or (128 if args.quick else size.context)
         step, steps = train_step(model, args.batch, seq), args.steps or 3
@@ -100,8 +103,9 @@ def main() -> None:
     dropout = model.config.attention_dropout if args.model == "aksis" else model.config.attn_pdrop
     if args.model == "aksis" and args.attention_dropout is not None:
         dropout = args.attention_dropout
-    head = "plain nn.Linear" if args.plain_head or args.model == "gpt2" else "transposed copy for few rows"
-    print(f"size: {size}, attention dropout {dropout}, output head: {head}")
+    decoding = args.model == "aksis" and args.mode == "decode" and not args.plain_linear
+    linear = "(in, out) weight copies while decoding" if decoding else "plain nn.Linear"
+    print(f"size: {size}, attention dropout {dropout}, linear layers: {linear}")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 

@@ -266,3 +266,49 @@ print("GENERATED", out.shape[1])
     result = python_without_lmforge(code, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "GENERATED" in result.stdout
+
+
+def test_aksis_cache_grows_in_place_and_behaves_like_a_dynamic_cache():
+    from transformers import DynamicLayer
+
+    from lmforge.models.aksis.modeling_aksis import AksisCacheLayer
+
+    layer, reference = AksisCacheLayer(), DynamicLayer()
+    keys, values = torch.randn(2, 4, 5, 8), torch.randn(2, 4, 5, 8)
+    for start, stop in [(0, 3), (3, 4), (4, 5)]:  # a prompt, then one token at a time
+        got = layer.update(keys[:, :, start:stop], values[:, :, start:stop])
+        want = reference.update(keys[:, :, start:stop], values[:, :, start:stop])
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    buffer = layer._buffers[0]
+    assert buffer.shape[-2] == 64 and layer.keys.data_ptr() == buffer.data_ptr()  # appended in place, no new buffer
+    layer.crop(-2)  # crop then append overwrites the dropped positions
+    reference.crop(-2)
+    got = layer.update(keys[:, :, :1], values[:, :, :1])
+    want = reference.update(keys[:, :, :1], values[:, :, :1])
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    beams = torch.tensor([1, 1])
+    layer.reorder_cache(beams)  # replaces the tensors: the next update starts new buffers from them
+    reference.reorder_cache(beams)
+    got = layer.update(keys[:, :, 4:5], values[:, :, 4:5])
+    want = reference.update(keys[:, :, 4:5], values[:, :, 4:5])
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    assert layer._buffers[0].data_ptr() != buffer.data_ptr()
+    assert layer.get_seq_length() == reference.get_seq_length() == 5
+
+
+def test_generate_uses_the_aksis_cache_and_equals_a_plain_dynamic_cache(tiny_aksis):
+    from transformers import DynamicCache
+
+    from lmforge.models.aksis.modeling_aksis import AksisCache
+
+    ids = torch.randint(4, tiny_aksis.config.vocab_size, (2, 5))
+    kwargs = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": 0}
+    out = tiny_aksis.generate(ids, return_dict_in_generate=True, **kwargs)
+    assert isinstance(out.past_key_values, AksisCache)
+    plain = tiny_aksis.generate(ids, past_key_values=DynamicCache(config=tiny_aksis.config), **kwargs)
+    assert torch.equal(out.sequences, plain)
+    beams = tiny_aksis.generate(ids, num_beams=3, **kwargs)
+    plain_beams = tiny_aksis.generate(
+        ids, num_beams=3, past_key_values=DynamicCache(config=tiny_aksis.config), **kwargs
+    )
+    assert torch.equal(beams, plain_beams)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -171,6 +171,57 @@ class CharTransformerDecoderLayer(GradientCheckpointingLayer):
         return hidden_states  # (B, T, C)
 
 
+# Copied from lmforge.models.aksis.modeling_aksis.AksisCacheLayer with Aksis->CharTransformer
+class CharTransformerCacheLayer(DynamicLayer):
+    """A `DynamicLayer` whose keys and values live in buffers that double when full, instead of a `torch.cat` of the
+    whole cache at every step: appending a token copies one token, so decoding stops paying O(cache length) per step.
+
+    `keys` / `values` stay what `DynamicLayer` promises, (B, nh, S, hs) tensors (views of the buffers), so every
+    `Cache` method works unchanged; when one of them replaces the tensors (beam reordering, batch selection), the next
+    `update` sees it and starts new buffers from them.
+    """
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        assert self.keys is not None and self.values is not None
+        cached = self.keys.shape[-2] if self.keys.numel() else 0
+        total = cached + key_states.shape[-2]
+        buffers = self._buffers
+        if (
+            buffers is None
+            or buffers[0].shape[-2] < total
+            or self.keys.data_ptr() != buffers[0].data_ptr()
+            or self.values.data_ptr() != buffers[1].data_ptr()
+            or buffers[0].shape[:2] != key_states.shape[:2]
+        ):
+            capacity = max(2 * total, 64)
+            key_buffer = key_states.new_empty((*key_states.shape[:2], capacity, key_states.shape[-1]))
+            value_buffer = value_states.new_empty((*value_states.shape[:2], capacity, value_states.shape[-1]))
+            if cached:
+                key_buffer[:, :, :cached] = self.keys
+                value_buffer[:, :, :cached] = self.values
+            buffers = self._buffers = (key_buffer, value_buffer)
+        buffers[0][:, :, cached:total] = key_states
+        buffers[1][:, :, cached:total] = value_states
+        self.keys, self.values = buffers[0][:, :, :total], buffers[1][:, :, :total]  # (B, nh, S, hs)
+        return self.keys, self.values
+
+
+# Copied from lmforge.models.aksis.modeling_aksis.AksisCache with Aksis->CharTransformer
+class CharTransformerCache(DynamicCache):
+    """The `DynamicCache` of CharTransformer: one `CharTransformerCacheLayer` per decoder layer."""
+
+    def __init__(self, config: CharTransformerConfig | None = None) -> None:
+        Cache.__init__(self, layer_class_to_replicate=CharTransformerCacheLayer)
+
+
 # Copied from lmforge.models.aksis.modeling_aksis.AksisPreTrainedModel with Aksis->CharTransformer
 class CharTransformerPreTrainedModel(PreTrainedModel):
     config_class = CharTransformerConfig
@@ -232,11 +283,12 @@ class CharTransformerModel(CharTransformerPreTrainedModel):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T) -> (B, T, C)
-        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        if use_cache is None:  # a training step has no use for a cache: building one would only copy keys and values
+            use_cache = self.config.use_cache and not self.training
         if self.gradient_checkpointing and self.training:
             use_cache = False
         if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+            past_key_values = CharTransformerCache(self.config)
 
         if position_ids is None:
             past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
@@ -292,7 +344,15 @@ class CharTransformerForCausalLM(CharTransformerPreTrainedModel, GenerationMixin
         self.lm_head = new_embeddings
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
-        """`GenerationMixin.generate`, with the decoding path of every `CharTransformerLinear` on for the length of the call."""
+        """`GenerationMixin.generate`, with an `CharTransformerCache` (unless another cache is asked for) and the decoding path
+        of every `CharTransformerLinear` on for the length of the call."""
+        generation_config = kwargs.get("generation_config") or self.generation_config
+        if (
+            kwargs.get("past_key_values") is None
+            and kwargs.get("use_cache", generation_config.use_cache) is not False
+            and kwargs.get("cache_implementation", generation_config.cache_implementation) in (None, "dynamic")
+        ):
+            kwargs["past_key_values"] = CharTransformerCache(self.config)
         linears = [module for module in self.modules() if isinstance(module, CharTransformerLinear)]
         self._generate_calls = getattr(self, "_generate_calls", 0) + 1
         for linear in linears:
