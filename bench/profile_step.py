@@ -5,9 +5,9 @@ The "before" and "after" of issue 9 are two runs of this script:
 
     python bench/profile_step.py --mode train --quick --attention-dropout 0.1   # before: GPT-2's attention dropout
     python bench/profile_step.py --mode train --quick                           # after: Aksis's default of 0.0
-    python bench/profile_step.py --mode decode --quick --batch 1 --plain-linear   # before: plain nn.Linear
-    python bench/profile_step.py --mode decode --quick --batch 1                # after: the decoding path
-    python bench/profile_step.py --mode decode --quick --batch 1 --model gpt2   # the baseline
+    python bench/profile_step.py --mode decode --batch 1 --plain-linear --dynamic-cache  # before
+    python bench/profile_step.py --mode decode --batch 1                                # after
+    python bench/profile_step.py --mode decode --batch 1 --model gpt2                   # the baseline
 """
 
 import argparse
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from transformers import DynamicCache
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import QUICK, REFERENCE, build, device, machine
@@ -35,13 +36,14 @@ def train_step(model: torch.nn.Module, batch: int, seq: int):
     return step
 
 
-def decode_step(model: torch.nn.Module, batch: int, cache_len: int):
+def decode_step(model: torch.nn.Module, batch: int, cache_len: int, dynamic_cache: bool = False):
     """One cached decoding step; the cache is cropped back afterwards so every step sees the same length."""
     model.eval()
     ids = torch.randint(4, model.config.vocab_size, (batch, cache_len), generator=torch.Generator().manual_seed(0))
     ids = ids.to(device())
-    with torch.no_grad():  # the model's own cache: AksisCache for Aksis, DynamicCache for GPT-2
-        cache = model(input_ids=ids, use_cache=True).past_key_values
+    with torch.no_grad():  # the model's own cache (AksisCache for Aksis, DynamicCache for GPT-2) or a DynamicCache
+        cache = DynamicCache(config=model.config) if dynamic_cache else None
+        cache = model(input_ids=ids, past_key_values=cache, use_cache=True).past_key_values
     new = ids[:, -1:]
     mask = torch.ones(batch, cache_len + 1, dtype=torch.long, device=device())
     position_ids = torch.full((batch, 1), cache_len, device=device())
@@ -76,6 +78,9 @@ def main() -> None:
         action="store_true",
         help="Aksis only: no decoding path in its linear layers (plain nn.Linear)",
     )
+    parser.add_argument(
+        "--dynamic-cache", action="store_true", help="decode with a DynamicCache (Aksis: not AksisCache)"
+    )
     parser.add_argument("--rows", type=int, default=15, help="operators to print")
     args = parser.parse_args()
     size = QUICK if args.quick else REFERENCE
@@ -92,8 +97,9 @@ def main() -> None:
         step, steps = train_step(model, args.batch, seq), args.steps or 3
         what = f"training step, batch {args.batch} x {seq}"
     else:
-        step, steps = decode_step(model, args.batch, args.cache_len), args.steps or 100
-        what = f"decoding step, batch {args.batch}, {args.cache_len} cached tokens"
+        step, steps = decode_step(model, args.batch, args.cache_len, args.dynamic_cache), args.steps or 100
+        cache = "DynamicCache" if args.dynamic_cache or args.model == "gpt2" else "AksisCache"
+        what = f"decoding step, batch {args.batch}, {args.cache_len} cached tokens in a {cache}"
     for _ in range(2):
         step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
