@@ -4,7 +4,8 @@ A builder takes the parsed recipe and returns a `TrainingSetup`; `BUILDERS` maps
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,17 @@ from ..models import AksisTokenizer, CharTokenizer
 from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """Run the block with `model` in eval mode (no dropout), then put back the mode it was in: for `post_train` hooks."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @dataclass

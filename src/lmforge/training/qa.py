@@ -18,6 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from ..errors import LmforgeError
 from ..evaluation import bleu, normalize_answer, rouge, squad_scores
 from ..models import AELLMForConditionalGeneration, AELLMTokenizer
 from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
-from .builders import TrainingSetup, build_config, load_tokenizer, one_line, register_builder
+from .builders import TrainingSetup, build_config, eval_mode, load_tokenizer, one_line, register_builder
 
 logger = logging.getLogger(__name__)
 
@@ -228,34 +229,22 @@ def generate_answers(
     return answers
 
 
+@dataclass
 class AnswerScorer:
     """The `post_train` hook: scores the trained model and the most-frequent-answer baseline on validation."""
 
-    def __init__(
-        self,
-        validation: Dataset,
-        reconstruction: Dataset,
-        baseline_answer: str,
-        max_source_length: int,
-        max_new_tokens: int,
-        batch_size: int,
-        output_dir: Path,
-        show_progress: bool,
-    ) -> None:
-        self.validation = validation
-        self.reconstruction = reconstruction
-        self.baseline_answer = baseline_answer
-        self.max_source_length = max_source_length
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
-        self.output_dir = output_dir
-        self.show_progress = show_progress
+    validation: Dataset
+    reconstruction: Dataset
+    baseline_answer: str
+    max_source_length: int
+    max_new_tokens: int
+    batch_size: int
+    output_dir: Path
+    show_progress: bool
 
     def __call__(self, trainer: Any, setup: TrainingSetup) -> dict[str, float]:
         model: Any = trainer.model
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             recon = reconstruction_accuracy(
                 model, self.reconstruction, setup.data_collator, self.batch_size, self.show_progress
             )
@@ -271,8 +260,6 @@ class AnswerScorer:
                 self.show_progress,
             )
             seconds = time.monotonic() - started
-        finally:
-            model.train(was_training)
         references = [list(golds) for golds in self.validation["answers"]]
         model_scores = answer_scores(predictions, references)
         baseline_scores = answer_scores([self.baseline_answer] * len(references), references)

@@ -20,6 +20,7 @@ dialogue with its reference, the model's summary and the LEAD-3 summary.
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from ..hub import load_causal_lm_from_gguf, resolve_backbone
 from ..models import LatentReasonerConfig, LatentReasonerForConditionalGeneration
 from ..tokenizer_pair import TokenizerPair
 from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
-from .builders import TrainingSetup, one_line, register_builder
+from .builders import TrainingSetup, eval_mode, one_line, register_builder
 
 logger = logging.getLogger(__name__)
 
@@ -206,34 +207,24 @@ def rouge_percent(predictions: list[str], references: list[str]) -> dict[str, fl
     return {key: 100.0 * value for key, value in rouge(predictions, references).items()}
 
 
+@dataclass
 class SummaryScorer:
     """The `post_train` hook: ROUGE of the model's summaries of the validation dialogues, and of LEAD-3."""
 
-    def __init__(
-        self,
-        validation: Dataset,
-        max_source_length: int,
-        max_new_tokens: int,
-        batch_size: int,
-        output_dir: Path,
-        show_progress: bool,
-    ) -> None:
-        self.validation = validation
-        self.max_source_length = max_source_length
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
-        self.output_dir = output_dir
-        self.show_progress = show_progress
+    validation: Dataset
+    max_source_length: int
+    max_new_tokens: int
+    batch_size: int
+    output_dir: Path
+    show_progress: bool
 
     def __call__(self, trainer: Any, setup: TrainingSetup) -> dict[str, float]:
         model: Any = trainer.model
         tokenizers: Any = setup.tokenizer
         dialogues = list(self.validation["source"])
         references = list(self.validation["target"])
-        was_training = model.training
-        model.eval()
         started = time.monotonic()
-        try:
+        with eval_mode(model):
             predictions = generate_summaries(
                 model,
                 tokenizers,
@@ -243,8 +234,6 @@ class SummaryScorer:
                 self.batch_size,
                 self.show_progress,
             )
-        finally:
-            model.train(was_training)
         seconds = time.monotonic() - started
         leads = [lead_3(dialogue) for dialogue in dialogues]
         model_scores = rouge_percent(predictions, references)
