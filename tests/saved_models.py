@@ -20,7 +20,13 @@ from lmforge.models import (
 from lmforge.models.latent_reasoner import save_tokenizers
 
 from .conftest import SAMPLE_TEXT
-from .models.test_latent_reasoner import DECODER_SPECIALS, ENCODER_SPECIALS, WORDS, tiny_model, word_tokenizer
+from .models.latent_reasoner.test_modeling_latent_reasoner import (
+    DECODER_SPECIALS,
+    ENCODER_SPECIALS,
+    WORDS,
+    tiny_model,
+    word_tokenizer,
+)
 
 QA_TEXTS = ["who wrote hamlet?", "shakespeare wrote it.", "what is the capital of france?", "paris is the capital."]
 LATENT_TEXT_A = "the cat sat on a mat"

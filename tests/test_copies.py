@@ -1,6 +1,7 @@
 """`# Copied from` markers: a copied block must stay identical to its source, modulo the stated replacements.
 
-A marker sits on the line right above a `def` or `class` (above its decorators, if any), the transformers way:
+A marker sits on the line right above a `def`, a `class` (above its decorators, if any) or a module-level assignment
+(`NAME = ...`), the transformers way:
 
     # Copied from lmforge.models.aksis.modeling_aksis.AksisAttention with Aksis->CharTransformer
 
@@ -48,9 +49,13 @@ def parse_replacements(text: str | None) -> list[tuple[str, str]]:
     return pairs
 
 
-def _definitions(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef]:
-    """Every def/class of a module by qualified name ("Class", "Class.method", "function")."""
-    found: dict[str, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef] = {}
+Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Assign
+
+
+def _definitions(tree: ast.Module) -> dict[str, Definition]:
+    """Every def/class of a module by qualified name ("Class", "Class.method", "function"), and every module-level
+    assignment to one name ("CONSTANT")."""
+    found: dict[str, Definition] = {}
 
     def visit(body: list[ast.stmt], prefix: str) -> None:
         for node in body:
@@ -58,13 +63,22 @@ def _definitions(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncFunct
                 found[prefix + node.name] = node
                 if isinstance(node, ast.ClassDef):
                     visit(node.body, f"{prefix}{node.name}.")
+            elif not prefix and isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target = node.targets[0]
+                if isinstance(target, ast.Name):
+                    found[target.id] = node
 
     visit(tree.body, "")
     return found
 
 
-def _segment(lines: list[str], node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> str:
-    start = min([node.lineno, *(decorator.lineno for decorator in node.decorator_list)])
+def _start(node: Definition) -> int:
+    decorators = getattr(node, "decorator_list", [])
+    return min([node.lineno, *(decorator.lineno for decorator in decorators)])
+
+
+def _segment(lines: list[str], node: Definition) -> str:
+    start = _start(node)
     assert node.end_lineno is not None
     return textwrap.dedent("\n".join(lines[start - 1 : node.end_lineno]))
 
@@ -74,8 +88,7 @@ def find_markers(source: str, filename: str) -> list[CopyMarker]:
     lines = source.splitlines()
     starts = {}
     for node in _definitions(ast.parse(source)).values():
-        start = min([node.lineno, *(decorator.lineno for decorator in node.decorator_list)])
-        starts[start] = node
+        starts[_start(node)] = node
     markers = []
     for number, line in enumerate(lines, start=1):
         match = MARKER.match(line)
@@ -83,7 +96,9 @@ def find_markers(source: str, filename: str) -> list[CopyMarker]:
             continue
         below = starts.get(number + 1)
         if below is None:
-            raise ValueError(f"{filename}:{number}: a Copied from marker must sit right above a def or class.")
+            raise ValueError(
+                f"{filename}:{number}: a Copied from marker must sit right above a def, a class or an assignment."
+            )
         markers.append(
             CopyMarker(
                 where=f"{filename}:{number}",
@@ -186,7 +201,7 @@ def test_checker_needs_the_stated_replacement() -> None:
 
 def test_checker_rejects_a_marker_not_above_a_definition() -> None:
     source = "# Copied from lmforge.models.aksis.modeling_aksis.AksisMLP\n\nx = 1\n"
-    with pytest.raises(ValueError, match="right above a def or class"):
+    with pytest.raises(ValueError, match="right above a def, a class or an assignment"):
         find_markers(source, "fake.py")
 
 

@@ -31,7 +31,7 @@ VOCABULARY = (
 WORDS = VOCABULARY.split()
 ENCODER_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 DECODER_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
-MLP_PREFIXES = ("compression.", "middle.", "prefix_adapter.")
+MLP_PREFIXES = ("model.compression.", "model.middle.", "model.prefix_adapter.")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 DIALOGUES = [
@@ -293,9 +293,9 @@ def test_training_changes_only_the_mlps_and_reports_rouge_next_to_lead_3(
     final = weights(out)
     assert set(final) <= set(initial)  # (the tied lm_head is stored once, as the token embeddings)
     for name, tensor in weights(backbones[0]).items():  # the encoder and decoder are bit-identical to the backbones
-        assert torch.equal(final[f"encoder.{name}"], tensor), name
-    for name, tensor in weights(backbones[1]).items():
-        assert torch.equal(final[f"decoder.{name}"], tensor), name
+        assert torch.equal(final[f"model.encoder.{name}"], tensor), name
+    for name, tensor in weights(backbones[1]).items():  # GPT-2's base model `transformer` is the decoder
+        assert torch.equal(final[f"model.decoder.{name.removeprefix('transformer.')}"], tensor), name
     changed = {name for name in final if not torch.equal(final[name], initial[name])}
     assert changed == {name for name in final if name.startswith(MLP_PREFIXES)}  # every MLP tensor, nothing else
 

@@ -194,11 +194,13 @@ def test_lora_trains_only_the_adapter(lora_run):
     assert any(p.abs().sum() > 0 for p in lora_b), "the adapter did not train"
     assert not torch.allclose(lora_run["logits"], lora_run["base_logits"], atol=1e-6)
     if lora_run["model_type"] == "ae_llm":
-        assert not any("gru" in name for name in lora_run["trainable"])  # LoRA has no GRU layer: Linear targets only
+        # LoRA has no GRU layer (the GRUs are the `layers` of the encoder and decoder): Linear targets only
+        assert not any(".layers." in name for name in lora_run["trainable"])
+        assert any(".model.encoder.to_latent." in name for name in lora_run["trainable"])
     if lora_run["model_type"] == "latent_reasoner":
-        assert not any(name.startswith("base_model.model.encoder.") for name in lora_run["trainable"])
-        assert any(".decoder." in name for name in lora_run["trainable"])
-        assert any(".compression." in name for name in lora_run["trainable"])
+        assert not any(".model.encoder." in name or "lm_head" in name for name in lora_run["trainable"])
+        assert any(".model.decoder." in name for name in lora_run["trainable"])
+        assert any(".model.compression." in name for name in lora_run["trainable"])
 
 
 def test_adapter_is_only_safetensors(lora_run):

@@ -7,8 +7,8 @@ without naming modules:
 | model_type | task_type | default LoRA targets |
 | --- | --- | --- |
 | `aksis`, `char_transformer` | `CAUSAL_LM` | attention `qkv_proj`, `o_proj` and MLP `up_proj`, `down_proj` of every layer |
-| `ae_llm` | `SEQ_2_SEQ_LM` | the latent path, as LoRA has no GRU layer: `encoder.to_latent`, `decoder.latent_to_state` (the decoder's initial state) and the Thinking Net's memory (`query`, `out_proj`), expert and gated-block MLPs (`gate_proj`, `up_proj`, `down_proj`); not the GRUs, the MoE router, the hyper-adapter or `lm_head` (PEFT would save the whole head with every adapter) |
-| `latent_reasoner` | `SEQ_2_SEQ_LM` | the idea MLPs (`compression`, `middle`, `prefix_adapter`) and the decoder's attention projections (`c_attn`, `qkv_proj`, `q_proj`, `k_proj`, `v_proj`, `o_proj`, `query_key_value`); the encoder is left alone |
+| `ae_llm` | `SEQ_2_SEQ_LM` | the latent path of the head's `model` (or of a bare `AELLMModel`), as LoRA has no GRU layer: `model.encoder.to_latent`, `model.decoder.latent_to_state` (the decoder's initial state) and the Thinking Net's (`model.transition`) memory (`query`, `out_proj`), expert and gated-block MLPs (`gate_proj`, `up_proj`, `down_proj`); not the GRUs, the MoE router, the hyper-adapter or `lm_head` (PEFT would save the whole head with every adapter) |
+| `latent_reasoner` | `SEQ_2_SEQ_LM` | in the head's `model` (or a bare `LatentReasonerModel`): the idea MLPs (`model.compression`, `model.middle`, `model.prefix_adapter`) and the decoder's attention projections (`c_attn`, `qkv_proj`, `q_proj`, `k_proj`, `v_proj`, `o_proj`, `query_key_value` under `model.decoder`); not the encoder or `lm_head` |
 
 A recipe's `peft:` section (`r`, `lora_alpha`, `lora_dropout`, `target_modules`, or any other `LoraConfig` field)
 becomes a `LoraConfig` with `lora_config`; `apply_peft` wraps a model with it.
@@ -46,10 +46,12 @@ LORA_TARGET_MODULES: dict[str, list[str] | str] = {
     "aksis": ["qkv_proj", "o_proj", "up_proj", "down_proj"],
     "char_transformer": ["qkv_proj", "o_proj", "up_proj", "down_proj"],
     "ae_llm": (
-        r"encoder\.to_latent|decoder\.latent_to_state|transition\.memory\.(query|out_proj)"
-        r"|transition\.(moe\.experts\.\d+|blocks\.\d+\.mlp)\.(gate_proj|up_proj|down_proj)"
+        r"(model\.)?(encoder\.to_latent|decoder\.latent_to_state|transition\.memory\.(query|out_proj)"
+        r"|transition\.(moe\.experts\.\d+|blocks\.\d+\.mlp)\.(gate_proj|up_proj|down_proj))"
     ),
-    "latent_reasoner": rf"(compression|middle)\.layers\.\d+|prefix_adapter\.proj|decoder\..*\.({_DECODER_ATTENTION})",
+    "latent_reasoner": (
+        rf"(model\.)?((compression|middle)\.layers\.\d+|prefix_adapter\.proj|decoder\..*\.({_DECODER_ATTENTION}))"
+    ),
 }
 
 PEFT_TASK_TYPES: dict[str, TaskType] = {

@@ -9,10 +9,10 @@ from typing import Any
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from .ae_llm import AELLMConfig, AELLMForConditionalGeneration, AELLMTokenizer
+from .ae_llm import AELLMConfig, AELLMForConditionalGeneration, AELLMModel, AELLMTokenizer
 from .aksis import AksisConfig, AksisForCausalLM, AksisModel, AksisTokenizer
 from .char_transformer import CharTokenizer, CharTransformerConfig, CharTransformerForCausalLM, CharTransformerModel
-from .latent_reasoner import LatentReasonerConfig, LatentReasonerForConditionalGeneration
+from .latent_reasoner import LatentReasonerConfig, LatentReasonerForConditionalGeneration, LatentReasonerModel
 
 # (model_type, config, {auto class: model class}, tokenizer class or None)
 REGISTRY: list[tuple[str, Any, dict[Any, Any], Any]] = [
@@ -23,9 +23,19 @@ REGISTRY: list[tuple[str, Any, dict[Any, Any], Any]] = [
         {AutoModel: CharTransformerModel, AutoModelForCausalLM: CharTransformerForCausalLM},
         CharTokenizer,
     ),
-    ("ae_llm", AELLMConfig, {AutoModelForSeq2SeqLM: AELLMForConditionalGeneration}, AELLMTokenizer),
+    (
+        "ae_llm",
+        AELLMConfig,
+        {AutoModel: AELLMModel, AutoModelForSeq2SeqLM: AELLMForConditionalGeneration},
+        AELLMTokenizer,
+    ),
     # LatentReasoner uses its backbones' own tokenizers (saved beside the model).
-    ("latent_reasoner", LatentReasonerConfig, {AutoModelForSeq2SeqLM: LatentReasonerForConditionalGeneration}, None),
+    (
+        "latent_reasoner",
+        LatentReasonerConfig,
+        {AutoModel: LatentReasonerModel, AutoModelForSeq2SeqLM: LatentReasonerForConditionalGeneration},
+        None,
+    ),
 ]
 
 for _model_type, _config, _models, _tokenizer in REGISTRY:
@@ -45,6 +55,7 @@ __all__ = [
     "REGISTRY",
     "AELLMConfig",
     "AELLMForConditionalGeneration",
+    "AELLMModel",
     "AELLMTokenizer",
     "AksisConfig",
     "AksisForCausalLM",
@@ -56,4 +67,5 @@ __all__ = [
     "CharTransformerModel",
     "LatentReasonerConfig",
     "LatentReasonerForConditionalGeneration",
+    "LatentReasonerModel",
 ]

@@ -87,7 +87,7 @@ class AELLMConfig(PreTrainedConfig):
     """
 
     model_type = "ae_llm"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
 
     vocab_size: int = interval(min=1)(default=1800)
     embedding_size: int = interval(min=1)(default=64)

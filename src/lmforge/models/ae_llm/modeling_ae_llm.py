@@ -3,26 +3,63 @@
     question --encoder--> latent --Thinking Net--> answer latent --decoder--> answer      (mode "answer")
     text     --encoder--> latent ------------------------------> --decoder--> text        (mode "reconstruct")
 
-Read top to bottom: the decoder cache (the GRU state), the encoder, the decoder, the Thinking Net parts (memory,
-gated MLP, sparse mixture of experts, gated block, hyper-adapter), the pre-trained base class and the
-conditional-generation model. Shapes use B = batch, T = tokens, E = embedding_size, H = hidden_size,
-L = latent_size, V = vocab_size, n = num_hidden_layers, X = num_experts, k = num_experts_per_tok, M = memory_slots.
+Read top to bottom: the decoder cache (the GRU states), the encoder, the decoder, the Thinking Net parts (memory,
+gated MLP, sparse mixture of experts, gated block, hyper-adapter), the pre-trained base class, the bare encoder-decoder
+model (`AELLMModel`, the `AutoModel` class) and the conditional-generation model (`AELLMModel` + output layer). Shapes
+use B = batch, S = encoder tokens, T = decoder tokens, E = embedding_size, H = hidden_size, L = latent_size,
+V = vocab_size, n = num_hidden_layers, X = num_experts, k = num_experts_per_tok, M = memory_slots.
 """
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutput, ModelOutput, Seq2SeqLMOutput
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPast,
+    ModelOutput,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+)
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_ae_llm import AELLMConfig
 
 MODES = ("answer", "reconstruct")
+
+# transformers 5.24 renamed the cache of `forward`, `generate()` and the model outputs from `past_key_values` to
+# `cache`; lmforge supports 5.23 too. The model takes the new name, also accepts the old one, and fills the output field
+# the installed release has.
+# Copied from lmforge.models.aksis.modeling_aksis.CACHE_FIELD
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+# Copied from lmforge.models.aksis.modeling_aksis.ForwardFn
+ForwardFn = TypeVar("ForwardFn", bound=Callable[..., Any])
+
+
+# Copied from lmforge.models.aksis.modeling_aksis.accepts_past_key_values
+def accepts_past_key_values(forward: ForwardFn) -> ForwardFn:
+    """Let `forward` also take its `cache` as `past_key_values=`: from transformers 5.24 with the library's own
+    deprecation warning (as its in-library models do), before 5.24 silently (the name `generate()` passes there)."""
+    if CACHE_FIELD == "cache":
+        return deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")(forward)
+
+    @functools.wraps(forward)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if "past_key_values" in kwargs:
+            legacy = kwargs.pop("past_key_values")
+            if kwargs.get("cache") is None:
+                kwargs["cache"] = legacy
+        return forward(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
@@ -64,58 +101,85 @@ def bag_of_words_loss(bow_logits: torch.Tensor, labels: torch.Tensor, ignore_ids
 
 
 class AELLMRecurrentCache(Cache):
-    """The decoder cache: the GRU state after the tokens decoded so far, shape (n, B, H).
+    """The decoder cache: the state of every decoder GRU layer after each token decoded so far, `states` (n, B, T, H).
 
-    A GRU needs nothing else to go on, so there are no key/value layers. Beam search reorders the batch rows with
-    `reorder_cache`. The state cannot be rolled back, so the cache is not croppable (no assisted decoding).
+    A GRU goes on from its last state alone (`hidden_state`, (n, B, H), fixed in size), so there are no key/value
+    layers. The states after the earlier tokens are kept as well (n, B, T and H are small) so that `crop` can roll the
+    decoder back to an earlier token: assisted decoding and prompt lookup need that after rejecting draft tokens.
+    Beam search reorders the batch rows with `reorder_cache`. There is nothing to make static or to compile: see
+    `AELLMForConditionalGeneration`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, config: AELLMConfig | None = None) -> None:
         super().__init__(layers=[])
-        self.hidden_state: torch.Tensor | None = None
-        self.seen_tokens = 0
+        self.states: torch.Tensor | None = None  # (n, B, T, H)
 
-    def update_hidden_state(self, hidden_state: torch.Tensor, num_new_tokens: int) -> None:
-        self.hidden_state = hidden_state
-        self.seen_tokens += num_new_tokens
+    def __len__(self) -> int:
+        """The number of decoder layers held (0 before the first token), like `DynamicCache`."""
+        return 0 if self.states is None else self.states.shape[0]
+
+    @property
+    def hidden_state(self) -> torch.Tensor | None:
+        """The state after the last cached token, (n, B, H); None for an empty cache."""
+        return None if self.states is None else self.states[:, :, -1].contiguous()
+
+    def update_states(self, states: torch.Tensor) -> None:
+        """Append the (n, B, T_new, H) states of newly decoded tokens."""
+        self.states = states if self.states is None else torch.cat([self.states, states], dim=2)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen_tokens
+        return 0 if self.states is None else self.states.shape[2]
 
     def get_max_length(self, layer_idx: int | None = None) -> int:
         return -1
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        if self.hidden_state is not None:
-            self.hidden_state = self.hidden_state.index_select(1, beam_idx.to(self.hidden_state.device))
+        if self.states is not None:
+            self.states = self.states.index_select(1, beam_idx.to(self.states.device))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.hidden_state is not None:
-            self.hidden_state = self.hidden_state.repeat_interleave(repeats, dim=1)
+        if self.states is not None:
+            self.states = self.states.repeat_interleave(repeats, dim=1)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.hidden_state is not None:
-            self.hidden_state = self.hidden_state[:, indices]
+        if self.states is not None:
+            self.states = self.states[:, indices]
 
     def reset(self) -> None:
-        self.hidden_state = None
-        self.seen_tokens = 0
+        self.states = None
 
     def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove != 0:
-            raise ValueError("The GRU state of AE-LLM cannot be rolled back to an earlier token.")
+        """Forget the last `-tokens_to_remove` tokens: the decoder goes on from the state before them. As in
+        transformers' caches the count is negative (or 0, which keeps everything)."""
+        if tokens_to_remove > 0:
+            raise ValueError(
+                f"Calling `crop` with a positive value (`{tokens_to_remove}`) is not supported; pass minus the number "
+                "of tokens to remove."
+            )
+        if tokens_to_remove == 0 or self.states is None:
+            return
+        keep = self.get_seq_length() + tokens_to_remove
+        self.states = self.states[:, :, :keep] if keep > 0 else None
+
+    def activate_past_recording(self) -> None:
+        """Nothing to switch on: the states after every token are always kept, so `crop` always works."""
 
     @property
     def is_croppable(self) -> bool:
+        return True
+
+    @property
+    def is_compileable(self) -> bool:
         return False
 
     @property
     def batch_size(self) -> int:
-        return -1 if self.hidden_state is None else self.hidden_state.shape[1]
+        return -1 if self.states is None else self.states.shape[1]
 
 
 class AELLMEncoder(nn.Module):
-    """Token embedding + GRU; the last state of the top GRU layer is projected to the latent vector."""
+    """Token embedding and `num_hidden_layers` stacked GRU layers (one `nn.GRU` each, so that every layer's outputs
+    can be returned); the last state of the top layer is projected to the latent vector."""
 
     main_input_name = "input_ids"
 
@@ -124,67 +188,91 @@ class AELLMEncoder(nn.Module):
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_size, config.pad_token_id)
         self.dropout = nn.Dropout(config.dropout)
-        self.gru = nn.GRU(
-            config.embedding_size,
-            config.hidden_size,
-            config.num_hidden_layers,
-            batch_first=True,
-            dropout=config.dropout if config.num_hidden_layers > 1 else 0.0,
+        self.layers = nn.ModuleList(
+            nn.GRU(config.embedding_size if idx == 0 else config.hidden_size, config.hidden_size, batch_first=True)
+            for idx in range(config.num_hidden_layers)
         )
         self.to_latent = nn.Linear(config.hidden_size, config.latent_size)
 
+    @can_return_tuple
     def forward(
         self,
-        input_ids: torch.LongTensor | None = None,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs: Any,
     ) -> BaseModelOutput:
         r"""
         Returns a `BaseModelOutput` whose `last_hidden_state` is the latent, shape (B, 1, L). Padding may sit on
-        either side: the real tokens are moved to the front and the GRU reads exactly `attention_mask.sum(-1)` of
-        them. Extra keyword arguments (`output_attentions`, `return_dict`, ... sent by `generate()`) are ignored.
+        either side: the real tokens are moved to the front and the GRUs read exactly `attention_mask.sum(-1)` of
+        them. With `output_hidden_states`, `hidden_states` holds n + 1 tensors: the input embeddings (B, S, E), then
+        the outputs of each GRU layer (B, S, H), zero at padded positions. A GRU has no attention weights:
+        `output_attentions` and the other extra keyword arguments `generate()` sends are ignored.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds to the AE-LLM encoder.")
+        if output_hidden_states is None:
+            output_hidden_states = bool(self.config.output_hidden_states)
         if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)  # (B, T) -> (B, T, E)
+            inputs_embeds = self.embed_tokens(input_ids)  # (B, S) -> (B, S, E)
         batch_size, seq_len, _ = inputs_embeds.shape
         if seq_len > self.config.max_position_embeddings:
             raise ValueError(
                 f"The input has {seq_len} tokens, more than the {self.config.max_position_embeddings} the encoder "
                 "reads (max_position_embeddings); truncate it."
             )
+        embeds, order = inputs_embeds, None
         if attention_mask is None:
             lengths = torch.full((batch_size,), seq_len, dtype=torch.long)
         else:
             # Stable sort puts the real tokens first, in order, whatever the padding side.
-            order = torch.argsort((attention_mask == 0).to(torch.int8), dim=1, stable=True)  # (B, T)
-            inputs_embeds = inputs_embeds.gather(1, order.unsqueeze(-1).expand_as(inputs_embeds))
+            order = torch.argsort((attention_mask == 0).to(torch.int8), dim=1, stable=True)  # (B, S)
+            embeds = embeds.gather(1, order.unsqueeze(-1).expand_as(embeds))
             lengths = attention_mask.sum(dim=1).clamp(min=1).cpu()
         packed = nn.utils.rnn.pack_padded_sequence(
-            self.dropout(inputs_embeds), lengths, batch_first=True, enforce_sorted=False
+            self.dropout(embeds), lengths, batch_first=True, enforce_sorted=False
         )
-        _, final_state = self.gru(packed)  # (n, B, H), in the input batch order
+        hidden_states: tuple[torch.Tensor, ...] | None = (inputs_embeds,) if output_hidden_states else None
+        final_state = None
+        for idx, layer in enumerate(self.layers):
+            if idx > 0:  # dropout between layers
+                packed = nn.utils.rnn.PackedSequence(
+                    self.dropout(packed.data), packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+                )
+            packed, final_state = layer(packed)  # final state (1, B, H), in the input batch order
+            if hidden_states is not None:
+                hidden_states += (self._unpack(packed, order, seq_len),)
+        assert final_state is not None
         latent = self.to_latent(self.dropout(final_state[-1]))  # (B, H) -> (B, L)
-        return BaseModelOutput(last_hidden_state=latent.unsqueeze(1))  # (B, 1, L)
+        return BaseModelOutput(last_hidden_state=latent.unsqueeze(1), hidden_states=hidden_states)  # (B, 1, L)
+
+    @staticmethod
+    def _unpack(packed: nn.utils.rnn.PackedSequence, order: torch.Tensor | None, seq_len: int) -> torch.Tensor:
+        """A layer's packed outputs -> (B, S, H) at the positions of their tokens, zeros at padded positions."""
+        outputs, _ = nn.utils.rnn.pad_packed_sequence(packed, batch_first=True, total_length=seq_len)
+        if order is None:
+            return outputs
+        return torch.zeros_like(outputs).scatter(1, order.unsqueeze(-1).expand_as(outputs), outputs)
 
 
 class AELLMDecoder(nn.Module):
-    """GRU conditioned on a latent: the initial state comes from the latent and the latent is concatenated to every
-    input embedding. The token embedding is the encoder's (passed in as `inputs_embeds`)."""
+    """`num_hidden_layers` stacked GRU layers conditioned on a latent: the initial states come from the latent and the
+    latent is concatenated to every input embedding. The token embedding is the encoder's (passed in as
+    `inputs_embeds`)."""
 
     def __init__(self, config: AELLMConfig) -> None:
         super().__init__()
         self.config = config
         self.latent_to_state = nn.Linear(config.latent_size, config.num_hidden_layers * config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
-        self.gru = nn.GRU(
-            config.embedding_size + config.latent_size,
-            config.hidden_size,
-            config.num_hidden_layers,
-            batch_first=True,
-            dropout=config.dropout if config.num_hidden_layers > 1 else 0.0,
+        self.layers = nn.ModuleList(
+            nn.GRU(
+                config.embedding_size + config.latent_size if idx == 0 else config.hidden_size,
+                config.hidden_size,
+                batch_first=True,
+            )
+            for idx in range(config.num_hidden_layers)
         )
 
     def initial_state(self, latent: torch.Tensor) -> torch.Tensor:
@@ -193,15 +281,29 @@ class AELLMDecoder(nn.Module):
         return state.transpose(0, 1).contiguous()  # (n, B, H)
 
     def forward(
-        self, inputs_embeds: torch.Tensor, latent: torch.Tensor, hidden_state: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, E) embeddings, (B, L) latent, optional (n, B, H) state -> (B, T, H) outputs, (n, B, H) state."""
+        self,
+        inputs_embeds: torch.Tensor,
+        latent: torch.Tensor,
+        hidden_state: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """(B, T, E) embeddings, (B, L) latent, optional (n, B, H) state to go on from -> the (B, T, H) outputs of the
+        top layer, the (n, B, T, H) states of every layer after each token (a GRU layer's outputs are its states) and,
+        with `output_hidden_states`, n + 1 hidden states: the embeddings (B, T, E), then the outputs of each layer
+        (B, T, H), the last one being the returned outputs."""
         if hidden_state is None:
             hidden_state = self.initial_state(latent)
         steps = latent.unsqueeze(1).expand(-1, inputs_embeds.shape[1], -1)  # (B, L) -> (B, T, L)
-        gru_inputs = torch.cat([self.dropout(inputs_embeds), steps], dim=-1)  # (B, T, E + L)
-        outputs, hidden_state = self.gru(gru_inputs, hidden_state)  # (B, T, H), (n, B, H)
-        return self.dropout(outputs), hidden_state
+        layer_input = torch.cat([self.dropout(inputs_embeds), steps], dim=-1)  # (B, T, E + L)
+        states = []
+        for idx, layer in enumerate(self.layers):
+            if idx > 0:  # dropout between layers
+                layer_input = self.dropout(layer_input)
+            layer_input, _ = layer(layer_input, hidden_state[idx : idx + 1].contiguous())  # (B, T, H)
+            states.append(layer_input)
+        outputs = self.dropout(layer_input)
+        hidden_states = (inputs_embeds, *states[:-1], outputs) if output_hidden_states else None
+        return outputs, torch.stack(states), hidden_states
 
 
 class AELLMMemory(nn.Module):
@@ -338,16 +440,30 @@ class AELLMThinkingNet(nn.Module):
 class AELLMPreTrainedModel(PreTrainedModel):
     config_class = AELLMConfig
     config: AELLMConfig
-    # One flat network (no separate bare model): `base_model` is the model itself.
-    base_model_prefix = "ae_llm"
+    base_model_prefix = "model"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = False
     _no_split_modules = ["AELLMEncoder", "AELLMDecoder", "AELLMThinkingNet"]
-    _skip_keys_device_placement = ["past_key_values"]
-    # The decoder state cannot be rolled back: no assisted / speculative decoding.
-    _is_stateful = True
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     # The loss holds per-batch terms (router balance, bag of words), so the Trainer must not rescale it by token count.
     accepts_loss_kwargs = False
+    # The classes a saved folder names in `auto_map`, so it loads as the base model or with its head
+    _auto_map_classes = {"AutoModel": "AELLMModel", "AutoModelForSeq2SeqLM": "AELLMForConditionalGeneration"}
+    # No `_can_record_outputs`: the forward passes collect the hidden states themselves (`output_hidden_states`). Hooks
+    # would see `PackedSequence`s in the encoder, and `capture_outputs` would put the encoder's `last_hidden_state`,
+    # the latent, in place of its top GRU layer's outputs. A GRU has no attention weights to record.
+
+    # Copied from lmforge.models.aksis.modeling_aksis.AksisPreTrainedModel.save_pretrained with AutoModelForCausalLM->AutoModelForSeq2SeqLM
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`. A model saved with its code (its class registered for an Auto class, as
+        `import lmforge` or loading with `trust_remote_code=True` does) names both classes of `_auto_map_classes` in
+        `auto_map`, so the folder loads with `AutoModel` and with `AutoModelForSeq2SeqLM` where lmforge is absent."""
+        if self._auto_class is not None:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update({auto: f"{module}.{name}" for auto, name in self._auto_map_classes.items()})
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -369,10 +485,31 @@ class AELLMPreTrainedModel(PreTrainedModel):
 
 
 @dataclass
+class AELLMSeq2SeqModelOutput(Seq2SeqModelOutput):
+    r"""
+    The output of [`AELLMModel`]: a `Seq2SeqModelOutput` whose `last_hidden_state` is the (B, T, H) output of the top
+    decoder GRU layer, whose cache is an [`AELLMRecurrentCache`] and whose `encoder_last_hidden_state` is the (B, 1, L)
+    encoder latent; the attention fields stay None (a GRU has no attention). Then:
+
+    latent (`torch.FloatTensor` of shape `(B, L)`):
+        The latent the decoder decoded from (encoder latent, or Thinking Net output in "answer" mode).
+    router_logits (`torch.FloatTensor` of shape `(B, X)`):
+        Router logits of the Thinking Net ("answer" mode).
+    bow_logits (`torch.FloatTensor` of shape `(B, V)`):
+        Bag-of-words logits of the hyper-adapter ("answer" mode).
+    """
+
+    latent: torch.Tensor | None = None
+    router_logits: torch.Tensor | None = None
+    bow_logits: torch.Tensor | None = None
+
+
+@dataclass
 class AELLMSeq2SeqLMOutput(Seq2SeqLMOutput):
     r"""
     A `Seq2SeqLMOutput` with the parts of the loss and the latent. `loss == lm_loss + router_aux_loss + bow_loss`
-    (the last two only in "answer" mode, already multiplied by their coefficients).
+    (the last two only in "answer" mode, already multiplied by their coefficients). The cache is an
+    [`AELLMRecurrentCache`]; the attention fields stay None (a GRU has no attention).
 
     lm_loss (`torch.FloatTensor` of shape `()`):
         Token cross-entropy of the decoder against `labels` (reconstruction or answer).
@@ -388,8 +525,6 @@ class AELLMSeq2SeqLMOutput(Seq2SeqLMOutput):
         Bag-of-words logits of the hyper-adapter ("answer" mode).
     """
 
-    # The GRU state cache (an `AELLMRecurrentCache`), not the attention `EncoderDecoderCache` of the parent class.
-    past_key_values: Cache | None = None  # type: ignore[assignment]
     lm_loss: torch.Tensor | None = None
     router_aux_loss: torch.Tensor | None = None
     bow_loss: torch.Tensor | None = None
@@ -398,8 +533,170 @@ class AELLMSeq2SeqLMOutput(Seq2SeqLMOutput):
     bow_logits: torch.Tensor | None = None
 
 
+class AELLMModel(AELLMPreTrainedModel):
+    """The bare AE-LLM encoder-decoder (the `AutoModel` class): encoder -> latent -> (Thinking Net in "answer" mode)
+    -> decoder GRUs, returning an [`AELLMSeq2SeqModelOutput`] without the output layer.
+
+    With `output_hidden_states=True`, `encoder_hidden_states` holds the encoder's input embeddings (B, S, E) and the
+    outputs of each encoder GRU layer (B, S, H), zero at padded positions; `decoder_hidden_states` the decoder's token
+    embeddings (B, T, E) and the outputs of each decoder GRU layer (B, T, H), the last one equal to
+    `last_hidden_state`. Each holds num_hidden_layers + 1 tensors, the first of another width (E) than the others (H).
+    The attention fields are always None. See [`AELLMForConditionalGeneration`] for the whole model contract.
+    """
+
+    def __init__(self, config: AELLMConfig) -> None:
+        super().__init__(config)
+        self.encoder = AELLMEncoder(config)
+        self.transition = AELLMThinkingNet(config)
+        self.decoder = AELLMDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        if not isinstance(value, nn.Embedding):
+            raise TypeError(f"The AE-LLM token embedding must be an nn.Embedding, got {type(value).__name__}.")
+        self.encoder.embed_tokens = value
+
+    def get_encoder(self, modality: str | None = None) -> AELLMEncoder:
+        return self.encoder
+
+    def get_decoder(self) -> AELLMDecoder:
+        return self.decoder
+
+    @accepts_past_key_values
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple[Any, ...] | None = None,
+        cache: AELLMRecurrentCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        mode: str | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs: Any,
+    ) -> AELLMSeq2SeqModelOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(B, S)`):
+            The text to encode (the question in "answer" mode). Not needed when `encoder_outputs` or `inputs_embeds`
+            is given.
+        decoder_input_ids (`torch.LongTensor` of shape `(B, T)`):
+            Decoder inputs, starting with `decoder_start_token_id` (see [`shift_tokens_right`]); with a `cache`, only
+            the tokens it has not seen. `decoder_inputs_embeds` (B, T, E) can stand in for them.
+        decoder_attention_mask (`torch.Tensor`, *optional*):
+            Accepted for API compatibility; the decoder is causal by construction and padding positions carry -100
+            labels, so it is not needed.
+        encoder_outputs (`BaseModelOutput`, *optional*):
+            Output of `get_encoder()`; its `last_hidden_state` (B, 1, L) is the latent.
+        cache (`AELLMRecurrentCache`, *optional*):
+            The decoder GRU states after the tokens already decoded (`past_key_values=` is accepted too).
+        use_cache (`bool`, *optional*):
+            Return the cache, updated with the new tokens (defaults to `config.use_cache`).
+        mode (`str`, *optional*):
+            "answer" or "reconstruct"; defaults to `config.mode`.
+        Extra keyword arguments sent by `generate()` (`output_attentions`, ...) are ignored.
+        """
+        mode = mode if mode is not None else self.config.mode
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'answer' or 'reconstruct', got {mode!r}.")
+        if (decoder_input_ids is None) == (decoder_inputs_embeds is None):
+            raise ValueError("Pass exactly one of decoder_input_ids or decoder_inputs_embeds to AE-LLM.")
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else bool(self.config.output_hidden_states)
+        )
+        if cache is not None and not isinstance(cache, AELLMRecurrentCache):
+            raise TypeError(
+                f"AE-LLM keeps its decoder state in an AELLMRecurrentCache, got {type(cache).__name__}; pass no cache "
+                "to start a new one."
+            )
+
+        if encoder_outputs is None:
+            encoded = self.encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
+            )
+        elif isinstance(encoder_outputs, BaseModelOutput):
+            encoded = encoder_outputs
+        else:
+            encoded = BaseModelOutput(
+                last_hidden_state=encoder_outputs[0],
+                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
+            )
+        encoder_latent: torch.Tensor = encoded.last_hidden_state  # (B, 1, L)
+        latent = encoder_latent[:, 0]  # (B, 1, L) -> (B, L)
+        thought = self.transition(latent) if mode == "answer" else None
+        if thought is not None:
+            latent = thought.answer_latent
+
+        if decoder_inputs_embeds is None:
+            decoder_inputs_embeds = self.encoder.embed_tokens(decoder_input_ids)  # (B, T) -> (B, T, E)
+        assert decoder_inputs_embeds is not None
+        seen = cache.get_seq_length() if cache is not None else 0
+        if seen + decoder_inputs_embeds.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(
+                f"The decoder would reach {seen + decoder_inputs_embeds.shape[1]} tokens, past the "
+                f"{self.config.max_position_embeddings} it writes (max_position_embeddings); lower max_new_tokens."
+            )
+        hidden_state = cache.hidden_state if cache is not None else None
+        outputs, states, decoder_hidden_states = self.decoder(
+            decoder_inputs_embeds, latent, hidden_state, output_hidden_states=output_hidden_states
+        )
+        if use_cache:
+            if cache is None:
+                cache = AELLMRecurrentCache(self.config)
+            cache.update_states(states)
+        cache_output: dict[str, Any] = {CACHE_FIELD: cache if use_cache else None}
+        return AELLMSeq2SeqModelOutput(
+            last_hidden_state=outputs,
+            decoder_hidden_states=decoder_hidden_states,
+            encoder_last_hidden_state=encoder_latent,
+            encoder_hidden_states=encoded.hidden_states,
+            latent=latent,
+            router_logits=thought.router_logits if thought is not None else None,
+            bow_logits=thought.bow_logits if thought is not None else None,
+            **cache_output,
+        )
+
+
 class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
-    """AE-LLM: encoder -> (Thinking Net in "answer" mode) -> decoder -> output layer, usable with `generate()`.
+    """AE-LLM: [`AELLMModel`] (encoder -> Thinking Net in "answer" mode -> decoder) and the output layer, usable with
+    `generate()`.
+
+    The transformers model contract, group by group:
+
+    - Hidden states: `output_hidden_states=True` (argument or config) returns `encoder_hidden_states` (input embeddings
+      (B, S, E), then each encoder GRU layer's outputs (B, S, H), zero on padding) and `decoder_hidden_states` (token
+      embeddings (B, T, E), then each decoder GRU layer's outputs (B, T, H)): num_hidden_layers + 1 tensors each, the
+      first narrower or wider than the others, as E and H differ. The encoder's `last_hidden_state` is the latent
+      (B, 1, L), returned as `encoder_last_hidden_state`.
+    - Attentions: do not apply, a GRU has none. `output_attentions=True` is accepted and changes nothing: the
+      `encoder_attentions`, `decoder_attentions` and `cross_attentions` fields stay None (and are None in
+      `generate()` outputs too).
+    - Tuple outputs: `return_dict=False` (argument or config) returns the tuple of the non-None fields.
+    - `generate()`: greedy, sampling, beam search and beam sampling, with `return_dict_in_generate` and scores,
+      logits and hidden states (encoder hidden states once, decoder hidden states per step).
+    - Cache: an [`AELLMRecurrentCache`] with the GRU states; tokens are the same with and without it, and
+      generation continues from a returned cache (pass it with the whole decoder sequence as `decoder_input_ids`).
+    - Static cache and `torch.compile`: do not apply. The GRU state is already fixed in size, so there is no
+      key/value cache to make static: `cache_implementation` other than "dynamic" is refused with an error rather
+      than silently giving a non-compiled run the user did not ask for. `torch.compile(fullgraph=True)` does not apply
+      either: TorchDynamo traces neither `nn.GRU` nor packed sequences; without `fullgraph` they run eagerly between
+      compiled parts.
+    - `inputs_embeds`: encoder input embeddings work in `forward` and `generate()`; `decoder_inputs_embeds` in
+      `forward`.
+    - Assisted decoding (`assistant_model=...`) and prompt lookup (`prompt_lookup_num_tokens=...`) work: the cache
+      keeps the state after every token, so rejected draft tokens are cropped away; the tokens are those of greedy
+      decoding.
 
     Example:
 
@@ -415,30 +712,21 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: AELLMConfig) -> None:
         super().__init__(config)
-        self.encoder = AELLMEncoder(config)
-        self.transition = AELLMThinkingNet(config)
-        self.decoder = AELLMDecoder(config)
+        self.model = AELLMModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
 
-    # The decoder keeps its own `AELLMRecurrentCache`; generate() must not build a key/value cache for it.
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        return False
-
     def get_encoder(self, modality: str | None = None) -> AELLMEncoder:
-        return self.encoder
+        return self.model.get_encoder()
 
     def get_decoder(self) -> AELLMDecoder:
-        return self.decoder
+        return self.model.get_decoder()
 
     def get_input_embeddings(self) -> nn.Embedding:
-        return self.encoder.embed_tokens
+        return self.model.get_input_embeddings()
 
     def set_input_embeddings(self, value: nn.Module) -> None:
-        if not isinstance(value, nn.Embedding):
-            raise TypeError(f"The AE-LLM token embedding must be an nn.Embedding, got {type(value).__name__}.")
-        self.encoder.embed_tokens = value
+        self.model.set_input_embeddings(value)
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
@@ -448,7 +736,7 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
 
     def autoencoder_modules(self) -> list[nn.Module]:
         """The autoencoder: encoder (with the shared token embedding), decoder and output layer."""
-        return [self.encoder, self.decoder, self.lm_head]
+        return [self.model.encoder, self.model.decoder, self.lm_head]
 
     def freeze_autoencoder(self) -> None:
         """Stop training the autoencoder, so that only the Thinking Net learns (stage 2: question -> answer)."""
@@ -459,138 +747,186 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
         for module in self.autoencoder_modules():
             module.requires_grad_(True)
 
-    def _decode_scheduled(
-        self, decoder_input_ids: torch.Tensor, latent: torch.Tensor, hidden_state: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scheduled sampling, one step at a time: step t > 0 reads the gold token `decoder_input_ids[:, t]` with
-        probability `teacher_forcing_ratio` (drawn per sequence and step from torch's RNG) and otherwise the model's
-        own argmax at step t - 1. Returns (B, T, V) logits and the (n, B, H) final state."""
-        batch_size, seq_len = decoder_input_ids.shape
-        step_ids = decoder_input_ids[:, 0]  # (B,) the start token
-        step_logits: list[torch.Tensor] = []
-        for t in range(seq_len):
-            if t > 0:
-                use_gold = torch.rand(batch_size, device=latent.device) < self.config.teacher_forcing_ratio
-                predicted = step_logits[-1].argmax(dim=-1)  # (B,)
-                step_ids = torch.where(use_gold, decoder_input_ids[:, t], predicted)
-            embeds = self.encoder.embed_tokens(step_ids.unsqueeze(1))  # (B, 1, E)
-            outputs, hidden_state = self.decoder(embeds, latent, hidden_state)  # (B, 1, H)
-            step_logits.append(self.lm_head(outputs[:, 0]))  # (B, V)
-        assert hidden_state is not None
-        return torch.stack(step_logits, dim=1), hidden_state  # (B, T, V)
+    def _prepare_cache_for_generation(
+        self,
+        generation_config: GenerationConfig,
+        model_kwargs: dict[Any, Any],
+        generation_mode: Any,
+        batch_size: int,
+        max_cache_length: int,
+    ) -> bool:
+        """The `generate()` hook that sets up the cache: an [`AELLMRecurrentCache`] (the one passed in, if any),
+        none with `use_cache=False`; returns whether there is one. There is no key/value cache to choose, so a
+        `cache_implementation` other than "dynamic" is an error."""
+        implementation = generation_config.cache_implementation
+        if implementation not in (None, "dynamic"):
+            raise ValueError(
+                f"AE-LLM decodes with GRUs: its cache (AELLMRecurrentCache) holds their states, already fixed in size, "
+                f"so there is no key/value cache to make {implementation!r} (and torch.compile cannot trace a GRU); "
+                "leave cache_implementation unset."
+            )
+        cache = model_kwargs.get(CACHE_FIELD)
+        if cache is not None:
+            if not isinstance(cache, AELLMRecurrentCache):
+                raise TypeError(
+                    f"AE-LLM keeps its decoder state in an AELLMRecurrentCache, got {type(cache).__name__}; pass no "
+                    "cache to start a new one."
+                )
+            return True
+        if generation_config.use_cache:
+            model_kwargs[CACHE_FIELD] = AELLMRecurrentCache(self.config)
+        return CACHE_FIELD in model_kwargs
 
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.Tensor,
+        next_sequence_length: int | None = None,
+        cache: AELLMRecurrentCache | None = None,
+        past_key_values: AELLMRecurrentCache | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """`GenerationMixin.prepare_inputs_for_generation`, where the decoder reads only the tokens its cache has not
+        seen: generation continued from a returned cache (and an assistant's next draft) passes the whole decoder
+        sequence, which transformers does not cut for an encoder-decoder model without a decoder attention mask. The
+        cache comes as `cache` (transformers >= 5.24) or `past_key_values` (5.23)."""
+        cache = cache if cache is not None else past_key_values
+        if isinstance(cache, AELLMRecurrentCache):
+            seen = cache.get_seq_length()
+            if 0 < seen < input_ids.shape[1]:
+                next_sequence_length = input_ids.shape[1] - seen
+        cache_input: dict[str, Any] = {CACHE_FIELD: cache}
+        return dict(
+            super().prepare_inputs_for_generation(
+                input_ids, next_sequence_length=next_sequence_length, **cache_input, **kwargs
+            )
+        )
+
+    def _decode_scheduled(
+        self, first: AELLMSeq2SeqModelOutput, decoder_input_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Scheduled sampling, one step at a time, from the base model's output `first` for step 0 (the start token,
+        with its cache): step t > 0 reads the gold token `decoder_input_ids[:, t]` with probability
+        `teacher_forcing_ratio` (drawn per sequence and step from torch's RNG) and otherwise the model's own argmax at
+        step t - 1. Returns (B, T, V) logits and the decoder hidden states over the T steps (if `first` has them)."""
+        batch_size, seq_len = decoder_input_ids.shape
+        latent, cache = first.latent, getattr(first, CACHE_FIELD)
+        assert latent is not None and isinstance(cache, AELLMRecurrentCache)
+        hidden_state = cache.hidden_state
+        assert first.last_hidden_state is not None
+        step_logits = [self.lm_head(first.last_hidden_state[:, 0])]  # (B, V)
+        step_hidden = [first.decoder_hidden_states] if first.decoder_hidden_states is not None else None
+        for t in range(1, seq_len):
+            use_gold = torch.rand(batch_size, device=latent.device) < self.config.teacher_forcing_ratio
+            predicted = step_logits[-1].argmax(dim=-1)  # (B,)
+            step_ids = torch.where(use_gold, decoder_input_ids[:, t], predicted)
+            embeds = self.model.get_input_embeddings()(step_ids.unsqueeze(1))  # (B, 1, E)
+            outputs, states, hidden = self.model.decoder(
+                embeds, latent, hidden_state, output_hidden_states=step_hidden is not None
+            )
+            hidden_state = states[:, :, -1]
+            step_logits.append(self.lm_head(outputs[:, 0]))
+            if step_hidden is not None and hidden is not None:
+                step_hidden.append(hidden)
+        hidden_states = None
+        if step_hidden is not None:
+            hidden_states = tuple(torch.cat(parts, dim=1) for parts in zip(*step_hidden, strict=True))
+        return torch.stack(step_logits, dim=1), hidden_states
+
+    @accepts_past_key_values
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
-        encoder_outputs: BaseModelOutput | tuple[torch.Tensor, ...] | None = None,
-        past_key_values: AELLMRecurrentCache | None = None,
+        encoder_outputs: BaseModelOutput | tuple[Any, ...] | None = None,
+        cache: AELLMRecurrentCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         mode: str | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs: Any,
     ) -> AELLMSeq2SeqLMOutput:
         r"""
-        input_ids (`torch.LongTensor` of shape `(B, S)`):
-            The text to encode (the question in "answer" mode). Not needed when `encoder_outputs` is given.
-        decoder_input_ids (`torch.LongTensor` of shape `(B, T)`, *optional*):
-            Decoder inputs; built from `labels` with [`shift_tokens_right`] when omitted.
-        decoder_attention_mask (`torch.Tensor`, *optional*):
-            Accepted for API compatibility; the decoder is causal by construction and padding positions carry -100
-            labels, so it is not needed.
-        encoder_outputs (`BaseModelOutput`, *optional*):
-            Output of `get_encoder()`; its `last_hidden_state` (B, 1, L) is the latent.
-        past_key_values (`AELLMRecurrentCache`, *optional*):
-            The decoder GRU state after the tokens already decoded; then `decoder_input_ids` holds only new tokens.
+        The arguments of [`AELLMModel.forward`], and:
+
         labels (`torch.LongTensor` of shape `(B, T)`, *optional*):
-            Target tokens (-100 is ignored). With labels, training uses scheduled sampling
-            (`config.teacher_forcing_ratio`) and no cache.
-        mode (`str`, *optional*):
-            "answer" or "reconstruct"; defaults to `config.mode`.
-        Extra keyword arguments sent by `generate()` (`return_dict`, `output_attentions`, ...) are ignored.
+            Target tokens (-100 is ignored); `decoder_input_ids` are built from them with [`shift_tokens_right`] when
+            omitted. With labels there is no cache, and training uses scheduled sampling
+            (`config.teacher_forcing_ratio`).
         """
-        mode = mode if mode is not None else self.config.mode
-        if mode not in MODES:
-            raise ValueError(f"mode must be 'answer' or 'reconstruct', got {mode!r}.")
         if labels is not None:
             use_cache = False
-            if decoder_input_ids is None:
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = shift_tokens_right(
                     labels, self.config.pad_token_id or 0, self.config.decoder_start_token_id or 0
                 )
-        if decoder_input_ids is None:
-            raise ValueError("Pass decoder_input_ids or labels to AE-LLM.")
-        use_cache = use_cache if use_cache is not None else self.config.use_cache
-        if past_key_values is not None and not isinstance(past_key_values, AELLMRecurrentCache):
-            raise TypeError(
-                f"AE-LLM keeps its decoder state in an AELLMRecurrentCache, got {type(past_key_values).__name__}; "
-                "pass past_key_values=None to start a new one."
-            )
-
-        if encoder_outputs is None:
-            encoded = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
-        elif isinstance(encoder_outputs, BaseModelOutput):
-            encoded = encoder_outputs
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
+            raise ValueError("Pass decoder_input_ids (or decoder_inputs_embeds) or labels to AE-LLM.")
+        scheduled = (
+            self.training
+            and labels is not None
+            and self.config.teacher_forcing_ratio < 1.0
+            and decoder_input_ids is not None
+            and decoder_input_ids.shape[1] > 1
+        )
+        outputs: AELLMSeq2SeqModelOutput = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids[:, :1]
+            if scheduled and decoder_input_ids is not None
+            else decoder_input_ids,
+            encoder_outputs=encoder_outputs,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            use_cache=True if scheduled else use_cache,
+            mode=mode,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,  # the head builds its own output (a tuple too, when asked) from the base model's
+            **kwargs,
+        )
+        decoder_hidden_states = outputs.decoder_hidden_states
+        if scheduled:
+            assert decoder_input_ids is not None
+            logits, decoder_hidden_states = self._decode_scheduled(outputs, decoder_input_ids)
+            cache_output: dict[str, Any] = {CACHE_FIELD: None}
         else:
-            encoded = BaseModelOutput(last_hidden_state=encoder_outputs[0])
-        encoder_latent: torch.Tensor = encoded.last_hidden_state  # (B, 1, L)
-        latent = encoder_latent[:, 0]  # (B, 1, L) -> (B, L)
-
-        thought = self.transition(latent) if mode == "answer" else None
-        if thought is not None:
-            latent = thought.answer_latent
-
-        hidden_state = past_key_values.hidden_state if past_key_values is not None else None
-        seen = past_key_values.get_seq_length() if past_key_values is not None else 0
-        if seen + decoder_input_ids.shape[1] > self.config.max_position_embeddings:
-            raise ValueError(
-                f"The decoder would reach {seen + decoder_input_ids.shape[1]} tokens, past the "
-                f"{self.config.max_position_embeddings} it writes (max_position_embeddings); lower max_new_tokens."
-            )
-        if self.training and labels is not None and self.config.teacher_forcing_ratio < 1.0:
-            logits, hidden_state = self._decode_scheduled(decoder_input_ids, latent, hidden_state)
-        else:
-            embeds = self.encoder.embed_tokens(decoder_input_ids)  # (B, T) -> (B, T, E)
-            outputs, hidden_state = self.decoder(embeds, latent, hidden_state)  # (B, T, H)
-            logits = self.lm_head(outputs)  # (B, T, H) -> (B, T, V)
-
-        if use_cache:
-            if past_key_values is None:
-                past_key_values = AELLMRecurrentCache()
-            past_key_values.update_hidden_state(hidden_state, decoder_input_ids.shape[1])
-        else:
-            past_key_values = None
+            logits = self.lm_head(outputs.last_hidden_state)  # (B, T, H) -> (B, T, V)
+            cache_output = {CACHE_FIELD: getattr(outputs, CACHE_FIELD)}
 
         loss = lm_loss = router_aux_loss = bow_loss = None
         if labels is not None:
             labels = labels.to(logits.device)
             lm_loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
             loss = lm_loss
-            if thought is not None and thought.router_logits is not None and thought.bow_logits is not None:
-                balance = load_balancing_loss(thought.router_logits, self.config.num_experts_per_tok)
+            if outputs.router_logits is not None and outputs.bow_logits is not None:
+                balance = load_balancing_loss(outputs.router_logits, self.config.num_experts_per_tok)
                 router_aux_loss = self.config.router_aux_loss_coef * balance
                 ignore_ids = [
                     token_id
                     for token_id in (self.config.pad_token_id, self.config.bos_token_id, self.config.eos_token_id)
                     if isinstance(token_id, int)
                 ]
-                bow_loss = self.config.bow_loss_coef * bag_of_words_loss(thought.bow_logits, labels, ignore_ids)
+                bow_loss = self.config.bow_loss_coef * bag_of_words_loss(outputs.bow_logits, labels, ignore_ids)
                 loss = loss + router_aux_loss + bow_loss
 
         return AELLMSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=past_key_values,
-            encoder_last_hidden_state=encoder_latent,
+            decoder_hidden_states=decoder_hidden_states,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
             lm_loss=lm_loss,
             router_aux_loss=router_aux_loss,
             bow_loss=bow_loss,
-            latent=latent,
-            router_logits=thought.router_logits if thought is not None else None,
-            bow_logits=thought.bow_logits if thought is not None else None,
+            latent=outputs.latent,
+            router_logits=outputs.router_logits,
+            bow_logits=outputs.bow_logits,
+            **cache_output,
         )
 
     @torch.no_grad()
@@ -612,9 +948,11 @@ __all__ = [
     "AELLMDecoder",
     "AELLMEncoder",
     "AELLMForConditionalGeneration",
+    "AELLMModel",
     "AELLMPreTrainedModel",
     "AELLMRecurrentCache",
     "AELLMSeq2SeqLMOutput",
+    "AELLMSeq2SeqModelOutput",
     "AELLMThinkingNet",
     "shift_tokens_right",
 ]

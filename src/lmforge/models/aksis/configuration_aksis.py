@@ -60,7 +60,7 @@ class AksisConfig(PreTrainedConfig):
     """
 
     model_type = "aksis"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
 
     vocab_size: int = interval(min=1)(default=10004)
     max_position_embeddings: int = interval(min=1)(default=512)

@@ -63,7 +63,7 @@ class CharTransformerConfig(PreTrainedConfig):
     """
 
     model_type = "char_transformer"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
 
     vocab_size: int = interval(min=1)(default=65)
     max_position_embeddings: int = interval(min=1)(default=256)

@@ -5,8 +5,9 @@ bare model and the causal language model head. Shapes use B = batch, T = new tok
 C = hidden_size, nh = heads, hs = head size.
 """
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -15,9 +16,39 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_char_transformer import CharTransformerConfig
+
+# transformers 5.24 renamed the cache of `forward`, `generate()` and the model outputs from `past_key_values` to
+# `cache`. lmforge's transformers range still holds 5.23 (README, "transformers versions"), so the model takes the new
+# name, also accepts the old one, and fills the output field the installed release has. Delete `CACHE_FIELD` and
+# `accepts_past_key_values` when the lower bound reaches 5.24.
+# Copied from lmforge.models.aksis.modeling_aksis.CACHE_FIELD
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+# Copied from lmforge.models.aksis.modeling_aksis.ForwardFn
+ForwardFn = TypeVar("ForwardFn", bound=Callable[..., Any])
+
+
+# Copied from lmforge.models.aksis.modeling_aksis.accepts_past_key_values
+def accepts_past_key_values(forward: ForwardFn) -> ForwardFn:
+    """Let `forward` also take its `cache` as `past_key_values=`: from transformers 5.24 with the library's own
+    deprecation warning (as its in-library models do), before 5.24 silently (the name `generate()` passes there)."""
+    if CACHE_FIELD == "cache":
+        return deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")(forward)
+
+    @functools.wraps(forward)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if "past_key_values" in kwargs:
+            legacy = kwargs.pop("past_key_values")
+            if kwargs.get("cache") is None:
+                kwargs["cache"] = legacy
+        return forward(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 # Copied from lmforge.models.aksis.modeling_aksis.AksisLinear with Aksis->CharTransformer
@@ -113,17 +144,17 @@ class CharTransformerAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        **kwargs: object,
+        cache: Cache | None = None,
+        **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, seq_len, _ = hidden_states.shape
         # (B, T, 3C) -> 3 x (B, nh, T, hs)
         qkv = self.qkv_proj(hidden_states).view(batch_size, seq_len, 3, -1, self.head_dim)
         query_states, key_states, value_states = qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
-        if past_key_values is not None:
+        if cache is not None:
             # (B, nh, T, hs) -> (B, nh, S, hs)
-            key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -157,13 +188,13 @@ class CharTransformerDecoderLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        **kwargs: object,
+        cache: Cache | None = None,
+        **kwargs: Any,
     ) -> torch.Tensor:
         attn_output, _ = self.self_attn(
             hidden_states,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             **kwargs,
         )
         hidden_states = self.post_attention_layernorm(hidden_states + self.dropout(attn_output))
@@ -229,12 +260,28 @@ class CharTransformerPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["CharTransformerDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+    # What `output_hidden_states` / `output_attentions` collect (hooks installed by `capture_outputs`): the input of
+    # the first layer and the output of every layer, and the attention probabilities of every layer.
+    _can_record_outputs = {"hidden_states": CharTransformerDecoderLayer, "attentions": CharTransformerAttention}
+    # The classes a saved folder names in `auto_map`, so it loads as the base model or with its head
+    _auto_map_classes = {"AutoModel": "CharTransformerModel", "AutoModelForCausalLM": "CharTransformerForCausalLM"}
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`. A model saved with its code (its class registered for an Auto class, as
+        `import lmforge` or loading with `trust_remote_code=True` does) names both classes of `_auto_map_classes` in
+        `auto_map`, so the folder loads with `AutoModel` and with `AutoModelForCausalLM` where lmforge is absent."""
+        if self._auto_class is not None:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update({auto: f"{module}.{name}" for auto, name in self._auto_map_classes.items()})
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -269,15 +316,17 @@ class CharTransformerModel(CharTransformerPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.embed_tokens = value
 
+    @accepts_past_key_values
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
@@ -287,11 +336,13 @@ class CharTransformerModel(CharTransformerPreTrainedModel):
             use_cache = self.config.use_cache and not self.training
         if self.gradient_checkpointing and self.training:
             use_cache = False
-        if use_cache and past_key_values is None:
-            past_key_values = CharTransformerCache(self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(
+                config=self.config
+            )  # what in-library models return; generate() uses CharTransformerCache
 
         if position_ids is None:
-            past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_seen = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(past_seen, past_seen + inputs_embeds.shape[1], device=inputs_embeds.device)
             position_ids = position_ids.unsqueeze(0)  # (1, T)
         if not torch.compiler.is_compiling() and int(position_ids.max()) >= self.config.max_position_embeddings:
@@ -301,22 +352,18 @@ class CharTransformerModel(CharTransformerPreTrainedModel):
                 "max_new_tokens."
             )
 
-        causal_mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            past_key_values=past_key_values,
-            position_ids=position_ids,
-        )
+        # the cache goes by position: its keyword is `past_key_values` before transformers 5.24, `cache` from 5.24
+        causal_mask = create_causal_mask(self.config, inputs_embeds, attention_mask, cache, position_ids=position_ids)
         hidden_states = self.dropout(inputs_embeds + self.embed_positions(position_ids))  # (B, T, C)
         for layer in self.layers:
             hidden_states = layer(
                 hidden_states,
                 attention_mask=causal_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 **kwargs,
             )
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+        cache_output: dict[str, Any] = {CACHE_FIELD: cache if use_cache else None}
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_output)
 
 
 # Copied from lmforge.models.aksis.modeling_aksis.AksisForCausalLM with Aksis->CharTransformer
@@ -348,11 +395,12 @@ class CharTransformerForCausalLM(CharTransformerPreTrainedModel, GenerationMixin
         of every `CharTransformerLinear` on for the length of the call."""
         generation_config = kwargs.get("generation_config") or self.generation_config
         if (
-            kwargs.get("past_key_values") is None
+            kwargs.get("cache") is None
+            and kwargs.get("past_key_values") is None
             and kwargs.get("use_cache", generation_config.use_cache) is not False
             and kwargs.get("cache_implementation", generation_config.cache_implementation) in (None, "dynamic")
         ):
-            kwargs["past_key_values"] = CharTransformerCache(self.config)
+            kwargs[CACHE_FIELD] = CharTransformerCache(self.config)
         linears = [module for module in self.modules() if isinstance(module, CharTransformerLinear)]
         self._generate_calls = getattr(self, "_generate_calls", 0) + 1
         for linear in linears:
@@ -365,17 +413,19 @@ class CharTransformerForCausalLM(CharTransformerPreTrainedModel, GenerationMixin
                 for linear in linears:
                     linear.end_decoding()
 
+    @accepts_past_key_values
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         r"""
         labels (`torch.LongTensor` of shape `(B, T)`, *optional*):
@@ -383,23 +433,30 @@ class CharTransformerForCausalLM(CharTransformerPreTrainedModel, GenerationMixin
         logits_to_keep (`int` or `torch.Tensor`, defaults to 0):
             Compute logits for the last `logits_to_keep` positions only (0 keeps all); generation uses 1.
         """
-        outputs = self.model(
+        outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,  # the head builds its own output (a tuple too, when asked) from the base model's
             **kwargs,
         )
-        hidden_states = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :])  # (B, T, C) -> (B, T, vocab)
+        hidden_states = slice_logits_to_keep(outputs[0], logits_to_keep)  # (B, T, C) -> the positions to score
+        logits = self.lm_head(hidden_states)  # (B, T, C) -> (B, T, vocab)
 
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        cache_output: dict[str, Any] = {CACHE_FIELD: getattr(outputs, CACHE_FIELD)}
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            **cache_output,
+        )
 
 
 __all__ = ["CharTransformerForCausalLM", "CharTransformerModel", "CharTransformerPreTrainedModel"]

@@ -70,13 +70,13 @@ class LatentReasonerConfig(PreTrainedConfig):
     >>> config = LatentReasonerConfig(encoder=encoder, decoder=decoder, idea_size=16, compression_hidden_size=32,
     ...                               middle_hidden_size=32, num_prefix_tokens=4)
     >>> model = LatentReasonerForConditionalGeneration(config)
-    >>> model.prefix_adapter.proj.out_features  # num_prefix_tokens x decoder width
+    >>> model.model.prefix_adapter.proj.out_features  # num_prefix_tokens x decoder width
     192
     ```
     """
 
     model_type = "latent_reasoner"
-    keys_to_ignore_at_inference = ["past_key_values", "encoder_last_hidden_state", "idea_vectors"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values", "encoder_last_hidden_state", "idea_vectors"]
     sub_configs_defaults = {
         "encoder": SubConfigSpec(config_class=AutoConfig, model_type="modernbert"),
         "decoder": SubConfigSpec(config_class=AutoConfig, model_type="gpt2"),

@@ -1,11 +1,14 @@
 """LatentReasoner: a frozen encoder and a frozen causal decoder joined through one trainable idea vector per text.
 
-Read top to bottom: the MLP and the prefix adapter, the helpers (mean pooling, right shift), the output class, the
-pre-trained base class and the model. The data flow of `forward`:
+Read top to bottom: the cache-name compatibility helpers, the MLP and the prefix adapter, the helpers (mean pooling,
+right shift, splitting a causal LM into base model and head), the output classes, the pre-trained base class, the
+base model (`LatentReasonerModel`, BART's encoder-decoder pattern) and the model with the language-modelling head
+(`LatentReasonerForConditionalGeneration`). The data flow of `forward`:
 
     input_ids -> encoder -> mean-pool (mask aware) -> compression MLP -> idea (B, I)
     idea -> middle MLP -> prefix adapter -> prefix (B, P, D)
-    [prefix ; decoder token embeddings] -> decoder -> logits of the decoder tokens (B, T, V)
+    [prefix ; decoder token embeddings] -> decoder base model -> hidden states of the decoder tokens (B, T, D)
+    -> the decoder's own LM head -> logits (B, T, V)
 
 Shapes use B = batch, S = encoder tokens, H = encoder width, I = idea_size, P = num_prefix_tokens, T = decoder tokens,
 D = decoder width, V = decoder vocabulary.
@@ -15,6 +18,10 @@ the decoder should write after reading `decoder_input_ids[:, : t + 1]`, so `deco
 step right behind `decoder_start_token_id` (the model builds it when only `labels` are given). -100 marks positions
 without a loss (padding, or a decoder prompt). The prefix never receives a loss.
 
+The decoder's key/value cache holds the prefix: after the first forward pass it has P + (decoder tokens seen)
+positions. `generate()` is taught that (`prepare_inputs_for_generation` feeds the decoder tokens the cache has not
+seen, a static cache is sized for the prefix too).
+
 The model needs two tokenizers: the encoder's, to turn input text into `input_ids`, and the decoder's, to build
 `labels` and to decode what `generate` writes. Methods that take text accept the encoder tokenizer as `tokenizer=`.
 A saved model keeps the decoder tokenizer at the top level of the folder and the encoder tokenizer in the
@@ -22,11 +29,11 @@ A saved model keeps the decoder tokenizer at the top level of the folder and the
 `AutoTokenizer.from_pretrained(path)` and `AutoTokenizer.from_pretrained(path, subfolder="encoder_tokenizer")`.
 """
 
-import inspect
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -40,15 +47,40 @@ from transformers import (
 )
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
-from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_latent_reasoner import LatentReasonerConfig
 
-# Cache implementations `generate` may use: the prefix sits in front of the decoder tokens, which a static cache
-# (sized in decoder tokens, with masks built without the prefix) does not account for.
-SUPPORTED_CACHE_IMPLEMENTATIONS = (None, "dynamic", "offloaded")
+# Copied from lmforge.models.aksis.modeling_aksis.CACHE_FIELD
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+# Copied from lmforge.models.aksis.modeling_aksis.ForwardFn
+ForwardFn = TypeVar("ForwardFn", bound=Callable[..., Any])
+
+
+# Copied from lmforge.models.aksis.modeling_aksis.accepts_past_key_values
+def accepts_past_key_values(forward: ForwardFn) -> ForwardFn:
+    """Let `forward` also take its `cache` as `past_key_values=`: from transformers 5.24 with the library's own
+    deprecation warning (as its in-library models do), before 5.24 silently (the name `generate()` passes there)."""
+    if CACHE_FIELD == "cache":
+        return deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")(forward)
+
+    @functools.wraps(forward)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if "past_key_values" in kwargs:
+            legacy = kwargs.pop("past_key_values")
+            if kwargs.get("cache") is None:
+                kwargs["cache"] = legacy
+        return forward(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# Config attributes of causal LMs whose head does more than the output embedding (soft-capping, scaling the logits):
+# LatentReasoner applies the output embedding alone, so such a decoder would give other logits than on its own.
+LOGIT_TRANSFORM_ATTRIBUTES = {"final_logit_softcapping": None, "logit_scale": 1.0, "logits_scaling": 1.0}
 
 
 class LatentReasonerMLP(nn.Module):
@@ -99,13 +131,71 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+def split_causal_lm(causal_lm: PreTrainedModel) -> tuple[PreTrainedModel, nn.Module, dict[str, str]]:
+    """The base model (the causal LM without its head) and the LM head of a causal LM, and the weights the head
+    shares with the base model as `{"lm_head.<name>": "model.decoder.<name>"}` (the names in a LatentReasoner).
+
+    Refuses a causal LM with parameters outside its base model and head, or whose head transforms the logits further
+    (see `LOGIT_TRANSFORM_ATTRIBUTES`): applying the output embedding to the base model's output must give its logits.
+    """
+    name = type(causal_lm).__name__
+    head = causal_lm.get_output_embeddings()
+    base: Any = causal_lm.base_model
+    if head is None or base is causal_lm:
+        raise ValueError(
+            f"The decoder ({name}) is not a causal language model with a base model and a language-modelling head; "
+            "load it with AutoModelForCausalLM."
+        )
+    base_name = causal_lm.base_model_prefix
+    head_name = next(module_name for module_name, module in causal_lm.named_modules() if module is head)
+    others = [
+        parameter_name
+        for parameter_name, _ in causal_lm.named_parameters()
+        if not parameter_name.startswith((f"{base_name}.", f"{head_name}."))
+    ]
+    if others:
+        raise ValueError(
+            f"The decoder ({name}) has parameters outside its base model and its head ({others[:3]}); LatentReasoner "
+            "runs the base model and applies the head, so it cannot use this decoder."
+        )
+    for attribute, neutral in LOGIT_TRANSFORM_ATTRIBUTES.items():
+        value = getattr(causal_lm.config, attribute, neutral)
+        if value is not None and value != neutral:
+            raise ValueError(
+                f"The decoder ({name}) transforms its logits beyond the output embedding ({attribute}={value}); "
+                "LatentReasoner applies the output embedding alone, so it cannot use this decoder."
+            )
+    tied: dict[str, str] = {}
+    for target, source in causal_lm.get_expanded_tied_weights_keys(all_submodels=False).items():
+        if target.startswith(f"{head_name}.") and source.startswith(f"{base_name}."):
+            tied["lm_head" + target[len(head_name) :]] = "model.decoder" + source[len(base_name) :]
+    return base, head, tied
+
+
+@dataclass
+class LatentReasonerSeq2SeqModelOutput(Seq2SeqModelOutput):
+    r"""
+    The output of `LatentReasonerModel`, with the idea vectors the decoder was conditioned on.
+
+    `last_hidden_state` covers the decoder tokens only (the prefix positions are dropped); `decoder_hidden_states`
+    and `decoder_attentions`, when asked for, are the decoder's own and include the prefix positions;
+    `cross_attentions` is always `None` (the prefix stands in for cross-attention).
+
+    idea_vectors (`torch.FloatTensor` of shape `(B, idea_size)`, *optional*):
+        The idea vectors (before the middle MLP); `None` when the cache already held the prefix.
+    """
+
+    idea_vectors: torch.Tensor | None = None
+
+
 @dataclass
 class LatentReasonerSeq2SeqLMOutput(Seq2SeqLMOutput):
     r"""
     The sequence-to-sequence output, with the idea vectors the decoder was conditioned on.
 
     `logits` cover the decoder tokens only (the prefix positions are dropped); `decoder_hidden_states` and
-    `decoder_attentions`, when asked for, are the decoder's own and do include the prefix positions.
+    `decoder_attentions`, when asked for, are the decoder's own and include the prefix positions;
+    `cross_attentions` is always `None` (the prefix stands in for cross-attention).
 
     idea_vectors (`torch.FloatTensor` of shape `(B, idea_size)`, *optional*):
         The idea vectors (before the middle MLP); `None` on generation steps that reuse a cache holding the prefix.
@@ -117,38 +207,360 @@ class LatentReasonerSeq2SeqLMOutput(Seq2SeqLMOutput):
 class LatentReasonerPreTrainedModel(PreTrainedModel):
     config_class = LatentReasonerConfig
     config: LatentReasonerConfig
-    base_model_prefix = "latent_reasoner"
+    base_model_prefix = "model"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = True
+    # `forward` compiles with fullgraph=True (static cache) when the decoder does: see `LatentReasonerModel.__init__`
+    _can_compile_fullgraph = True
+    # The classes a saved folder names in `auto_map`, so it loads as the base model or with its head
+    _auto_map_classes = {
+        "AutoModel": "LatentReasonerModel",
+        "AutoModelForSeq2SeqLM": "LatentReasonerForConditionalGeneration",
+    }
+
+    # Copied from lmforge.models.aksis.modeling_aksis.AksisPreTrainedModel.save_pretrained with Aksis->LatentReasoner, AutoModelForCausalLM->AutoModelForSeq2SeqLM
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`. A model saved with its code (its class registered for an Auto class, as
+        `import lmforge` or loading with `trust_remote_code=True` does) names both classes of `_auto_map_classes` in
+        `auto_map`, so the folder loads with `AutoModel` and with `AutoModelForSeq2SeqLM` where lmforge is absent."""
+        if self._auto_class is not None:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update({auto: f"{module}.{name}" for auto, name in self._auto_map_classes.items()})
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained`, then the freezing of `config.freeze_encoder` / `freeze_decoder` again.
+
+        Loading replaces every parameter with a new `requires_grad=True` one, so the freezing done in `__init__` has
+        to be re-applied.
+        """
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.apply_freezing()
+        return loaded
+
+    def apply_freezing(self) -> None:
+        raise NotImplementedError
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """N(0, initializer_range) weights and zero biases for the MLP layers; the backbones init themselves."""
-        if isinstance(module, nn.Linear):
+        """N(0, initializer_range) weights and zero biases for the MLP layers; the backbones (and the decoder's LM
+        head) keep their own initialisation."""
+        if isinstance(module, nn.Linear) and module is not getattr(self, "lm_head", None):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
 
+def _check_config(config: Any) -> None:
+    if getattr(config, "model_type", None) != LatentReasonerConfig.model_type:
+        # (compared by model_type: with trust_remote_code the config class may come from another module copy)
+        raise TypeError(f"config must be a LatentReasonerConfig, got {type(config).__name__}.")
+    if not isinstance(config.encoder, PreTrainedConfig) or not isinstance(config.decoder, PreTrainedConfig):
+        raise TypeError("config.encoder and config.decoder must be configs; build the config with its class.")
+
+
+class LatentReasonerModel(LatentReasonerPreTrainedModel):
+    r"""
+    The bare LatentReasoner (the `AutoModel` class): encoder -> mean pool -> compression MLP (idea vector) -> middle
+    MLP -> prefix adapter -> the decoder's base model (the causal LM without its head). Returns the decoder's hidden
+    states of the decoder tokens as `last_hidden_state`, with the cache, the encoder outputs and the idea vectors
+    (`LatentReasonerSeq2SeqModelOutput`). See `LatentReasonerForConditionalGeneration` for the contract groups.
+    """
+
+    def __init__(
+        self,
+        config: LatentReasonerConfig,
+        encoder: PreTrainedModel | None = None,
+        decoder: PreTrainedModel | None = None,
+    ) -> None:
+        r"""
+        config (`LatentReasonerConfig`):
+            The configuration.
+        encoder (`PreTrainedModel`, *optional*):
+            A bare encoder (returns `last_hidden_state`); created from `config.encoder` when omitted.
+        decoder (`PreTrainedModel`, *optional*):
+            The base model of a causal LM (e.g. `GPT2Model`, `LlamaModel`; takes `inputs_embeds` and a cache);
+            created from `config.decoder` with `AutoModel` when omitted.
+        """
+        _check_config(config)
+        super().__init__(config)
+        encoder_config: Any = config.encoder
+        decoder_config: Any = config.decoder
+        if encoder is None:
+            encoder = AutoModel.from_config(encoder_config)
+        if decoder is None:
+            decoder = AutoModel.from_config(decoder_config)
+        self.encoder = encoder
+        self.decoder = decoder
+        self._can_compile_fullgraph = bool(getattr(decoder, "_can_compile_fullgraph", False))
+        # The sub-models share the composite config's sub-configs, so a change to one is seen by both.
+        encoder_config._attn_implementation = encoder.config._attn_implementation
+        decoder_config._attn_implementation = decoder.config._attn_implementation
+        self.encoder.config = encoder_config
+        self.decoder.config = decoder_config
+
+        self.compression = LatentReasonerMLP(
+            [encoder_config.hidden_size, config.compression_hidden_size, config.idea_size],
+            config.hidden_act,
+            config.dropout,
+        )
+        self.middle = LatentReasonerMLP(
+            [config.idea_size, config.middle_hidden_size, config.middle_hidden_size, config.idea_size],
+            config.hidden_act,
+            config.dropout,
+        )
+        self.prefix_adapter = LatentReasonerPrefixAdapter(
+            config.idea_size, config.num_prefix_tokens, decoder_config.hidden_size
+        )
+        self.post_init()
+        self.apply_freezing()
+
+    def apply_freezing(self) -> None:
+        """Freeze the encoder / decoder as the config says (`requires_grad=False`; the training mode is untouched, so
+        dropout and gradient checkpointing behave as usual, as with PEFT adapters on a frozen base model)."""
+        if self.config.freeze_encoder:
+            self.encoder.requires_grad_(False)
+        if self.config.freeze_decoder:
+            self.decoder.requires_grad_(False)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.encoder.set_input_embeddings(value)
+
+    def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "The encoder and the decoder have separate vocabularies; resize one of them directly, e.g. "
+            "`model.model.encoder.resize_token_embeddings(n)`."
+        )
+
+    def _encoder_is_trainable(self) -> bool:
+        return any(parameter.requires_grad for parameter in self.encoder.parameters())
+
+    def encode(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, BaseModelOutput]:
+        """Encoder (unless `encoder_outputs` are given) -> mean-pool -> compression MLP: the idea vectors (B, I).
+
+        Returns the idea vectors and the encoder outputs. A frozen encoder runs without autograd. `kwargs`
+        (`output_attentions`, `output_hidden_states`) go to the encoder.
+        """
+        outputs: BaseModelOutput
+        if encoder_outputs is None:
+            if input_ids is None and inputs_embeds is None:
+                raise ValueError("Pass input_ids (the text to read), inputs_embeds, encoder_outputs or idea_vectors.")
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self._encoder_is_trainable()):
+                outputs = self.encoder(
+                    input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+                )
+        elif isinstance(encoder_outputs, tuple):
+            outputs = BaseModelOutput(*encoder_outputs)
+        else:
+            outputs = encoder_outputs
+        if outputs.last_hidden_state is None:
+            raise ValueError("The encoder output has no last_hidden_state; use a bare encoder (AutoModel).")
+        pooled = mean_pool(outputs.last_hidden_state, attention_mask)  # (B, S, H) -> (B, H)
+        idea_vectors = self.compression(pooled.to(self.compression.dtype))  # (B, H) -> (B, I)
+        return idea_vectors, outputs
+
+    def get_prefix_embeddings(self, idea_vectors: torch.Tensor) -> torch.Tensor:
+        """Middle MLP -> prefix adapter: idea vectors (B, I) -> prefix embeddings (B, P, D)."""
+        return self.prefix_adapter(self.middle(idea_vectors))
+
+    @accepts_past_key_values
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        idea_vectors: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> LatentReasonerSeq2SeqModelOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(B, S)`, *optional*):
+            The text to read, in the encoder's vocabulary.
+        attention_mask (`torch.Tensor` of shape `(B, S)`, *optional*):
+            Encoder mask (1 = token, 0 = padding); the mean pooling skips padding.
+        decoder_input_ids (`torch.LongTensor` of shape `(B, T)`, *optional*):
+            Decoder tokens written after the prefix, starting with `decoder_start_token_id`. With a cache that already
+            holds the prefix, only the tokens the cache has not seen.
+        decoder_attention_mask (`torch.Tensor` of shape `(B, T_total)`, *optional*):
+            Mask over all decoder tokens so far (prefix excluded, it is always attended); positions follow it.
+        encoder_outputs (`BaseModelOutput` or `tuple`, *optional*):
+            Precomputed encoder outputs (what `generate` passes); `input_ids` are then not needed.
+        idea_vectors (`torch.Tensor` of shape `(B, idea_size)`, *optional*):
+            Condition on these idea vectors instead of reading a text (encoder and compression MLP skipped).
+        cache (`Cache`, *optional*, also accepted as `past_key_values`):
+            The decoder's cache (or an `EncoderDecoderCache` holding it as its self-attention cache). While it is
+            empty the prefix is computed and put in front of the decoder tokens; once it holds the prefix, only the
+            new decoder tokens are fed and the encoder side is ignored. Under `torch.compile` its length is not read:
+            the prefix is computed exactly when the encoder side (`input_ids`, `inputs_embeds`, `encoder_outputs` or
+            `idea_vectors`) is given.
+        inputs_embeds (`torch.Tensor` of shape `(B, S, H)`, *optional*):
+            The encoder's input embeddings, in place of `input_ids`.
+        decoder_inputs_embeds (`torch.Tensor` of shape `(B, T, D)`, *optional*):
+            The decoder token embeddings, in place of `decoder_input_ids`.
+        use_cache (`bool`, *optional*):
+            Return the decoder's cache (`config.use_cache` when unset).
+        """
+        output_attentions = kwargs.pop("output_attentions", None)
+        output_hidden_states = kwargs.pop("output_hidden_states", None)
+        if output_attentions is None:
+            output_attentions = bool(self.config.output_attentions)
+        if output_hidden_states is None:
+            output_hidden_states = bool(self.config.output_hidden_states)
+        if use_cache is None:
+            use_cache = bool(self.config.use_cache)
+        if (decoder_input_ids is None) == (decoder_inputs_embeds is None):
+            raise ValueError(
+                "Pass exactly one of decoder_input_ids (the decoder tokens after the prefix) or decoder_inputs_embeds; "
+                "the model with its head also builds them from labels."
+            )
+        if decoder_inputs_embeds is None:
+            decoder_inputs_embeds = self.decoder.get_input_embeddings()(decoder_input_ids)  # (B, T) -> (B, T, D)
+        hidden_states: torch.Tensor = decoder_inputs_embeds
+
+        # `generate` wraps the decoder cache in an EncoderDecoderCache; the decoder only needs the self-attention part.
+        decoder_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+        encoder_side = any(value is not None for value in (input_ids, inputs_embeds, encoder_outputs, idea_vectors))
+        if torch.compiler.is_compiling():
+            past_length: Any = None  # not read: a static cache's length is a tensor, a branch on it breaks the graph
+            needs_prefix = encoder_side
+        else:
+            past_length = int(decoder_cache.get_seq_length()) if decoder_cache is not None else 0
+            needs_prefix = past_length == 0
+            if needs_prefix and not encoder_side:
+                raise ValueError(
+                    "Pass input_ids (the text to read), inputs_embeds, encoder_outputs or idea_vectors: the cache "
+                    "does not hold the prefix yet."
+                )
+
+        num_prefix = self.config.num_prefix_tokens
+        encoder_output: BaseModelOutput | None = None
+        if needs_prefix:  # the prefix is not in the cache yet: compute it and put it in front of the tokens
+            if idea_vectors is None:
+                idea_vectors, encoder_output = self.encode(
+                    input_ids,
+                    attention_mask,
+                    encoder_outputs,
+                    inputs_embeds,
+                    output_attentions=output_attentions,
+                    output_hidden_states=output_hidden_states,
+                )
+            if idea_vectors.shape[0] != hidden_states.shape[0]:
+                raise ValueError(
+                    f"The encoder side has batch size {idea_vectors.shape[0]} but the decoder tokens have "
+                    f"{hidden_states.shape[0]}; pass one decoder row per input text."
+                )
+            prefix_embeds = self.get_prefix_embeddings(idea_vectors).to(hidden_states.dtype)  # (B, P, D)
+            hidden_states = torch.cat([prefix_embeds, hidden_states], dim=1)  # (B, P + T, D)
+        else:
+            idea_vectors = None
+
+        decoder_kwargs: dict[str, Any] = {}
+        if decoder_attention_mask is not None:
+            seen = None if past_length is None else past_length + hidden_states.shape[1] - num_prefix
+            if seen is not None and decoder_attention_mask.shape[1] != seen:
+                raise ValueError(
+                    f"decoder_attention_mask covers {decoder_attention_mask.shape[1]} tokens but the decoder has seen "
+                    f"{seen} (cached and new, prefix excluded); pass the mask of all decoder tokens so far."
+                )
+            prefix_mask = decoder_attention_mask.new_ones(decoder_attention_mask.shape[0], num_prefix)
+            full_mask = torch.cat([prefix_mask, decoder_attention_mask], dim=1)  # (B, P + T_total)
+            position_ids = (full_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -hidden_states.shape[1] :]
+            decoder_kwargs.update(attention_mask=full_mask, position_ids=position_ids)
+        decoder_kwargs[CACHE_FIELD] = decoder_cache
+
+        decoder_outputs = self.decoder(
+            inputs_embeds=hidden_states,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **decoder_kwargs,
+        )
+        # (B, P + T, D) -> (B, T, D): the hidden states of the decoder tokens only
+        last_hidden_state = decoder_outputs.last_hidden_state[:, -decoder_inputs_embeds.shape[1] :]
+
+        # The decoder updates its cache in place; hand it back in the EncoderDecoderCache of a seq2seq output.
+        new_decoder_cache = getattr(decoder_outputs, CACHE_FIELD, None) if use_cache else None
+        returned_cache = cache if isinstance(cache, EncoderDecoderCache) and use_cache else None
+        if returned_cache is None and new_decoder_cache is not None:
+            returned_cache = EncoderDecoderCache(new_decoder_cache, DynamicCache())
+        cache_output: dict[str, Any] = {CACHE_FIELD: returned_cache}
+        return LatentReasonerSeq2SeqModelOutput(
+            last_hidden_state=last_hidden_state,
+            decoder_hidden_states=getattr(decoder_outputs, "hidden_states", None),
+            decoder_attentions=getattr(decoder_outputs, "attentions", None),
+            encoder_last_hidden_state=encoder_output.last_hidden_state if encoder_output is not None else None,
+            encoder_hidden_states=getattr(encoder_output, "hidden_states", None),
+            encoder_attentions=getattr(encoder_output, "attentions", None),
+            idea_vectors=idea_vectors,
+            **cache_output,
+        )
+
+
 class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, GenerationMixin):
     r"""
-    Encoder -> idea vector -> prefix -> causal decoder. Only the three MLPs (`compression`, `middle`,
-    `prefix_adapter`) train by default; the encoder and the decoder are frozen per `config.freeze_encoder` /
-    `config.freeze_decoder`, and stay frozen after `from_pretrained`.
+    Encoder -> idea vector -> prefix -> causal decoder: `LatentReasonerModel` (`self.model`) and the decoder's own
+    language-modelling head (`self.lm_head`, tied to the decoder's token embeddings when the decoder ties them).
+    Only the three MLPs (`model.compression`, `model.middle`, `model.prefix_adapter`) train by default; the encoder and
+    the decoder (with its head) are frozen per `config.freeze_encoder` / `config.freeze_decoder`, and stay frozen
+    after `from_pretrained`.
 
     Build it in one of three ways:
 
     - `LatentReasonerForConditionalGeneration(config)`: randomly initialised backbones from `config.encoder` and
       `config.decoder` (`AutoModel.from_config`, `AutoModelForCausalLM.from_config`);
     - `LatentReasonerForConditionalGeneration(config, encoder=..., decoder=...)`, or without `config` (it is then built
-      from the two modules' configs): existing modules;
+      from the two modules' configs): an existing bare encoder and causal LM (split into its base model, which goes
+      to `model.decoder`, and its head, `lm_head`);
     - [`~LatentReasonerForConditionalGeneration.from_encoder_decoder_pretrained`]: pretrained backbones.
 
     A saved model (`save_pretrained`, safetensors only) holds the backbone weights too and loads with
-    `AutoModelForSeq2SeqLM.from_pretrained(path)` (with `trust_remote_code=True` where lmforge is not installed).
+    `AutoModelForSeq2SeqLM.from_pretrained(path)`, or as the bare `LatentReasonerModel` with
+    `AutoModel.from_pretrained(path)` (with `trust_remote_code=True` where lmforge is not installed).
+
+    The transformers model contract (checked by `tests/models/latent_reasoner/contract_latent_reasoner.py`, also on a
+    folder loaded as remote code without lmforge):
+
+    - hidden states: `encoder_hidden_states` are the encoder's (embeddings + one per layer);
+      `decoder_hidden_states` are the decoder base model's and include the `num_prefix_tokens` prefix positions in
+      front of the decoder tokens (on a generation step that reuses the cache, the new token only);
+      `last_hidden_state` / `logits` cover the decoder tokens only.
+    - attentions: `encoder_attentions` and `decoder_attentions` from the backbones (eager attention); the decoder's
+      include the prefix positions as queries and keys. `cross_attentions` do not apply: there is no
+      cross-attention, the prefix stands in for it (always `None`).
+    - tuple outputs: `return_dict=False` (argument or config) gives `to_tuple()` of the dict output.
+    - `generate(return_dict_in_generate=True, output_scores=True, output_logits=True, output_attentions=True,
+      output_hidden_states=True)` is complete for greedy, sampling, beam search and beam sampling.
+    - static cache: `cache_implementation="static"` sizes the cache for the prefix and the decoder tokens;
+      `torch.compile(fullgraph=True)` of `forward` runs with a `StaticCache` (under compilation the prefix is computed
+      exactly when the encoder side is given, see `LatentReasonerModel.forward`).
+    - a cache returned by `generate` continues generation (its decoder tokens are `sequences`).
+    - `inputs_embeds` (the encoder's input embeddings) in `forward` and `generate`.
+    - assisted decoding (an assistant LatentReasoner with the same tokenizers, or prompt lookup) and greedy, seeded
+      sampling and beam search give the same tokens with and without the cache.
 
     Example:
 
@@ -175,7 +587,8 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
         encoder (`PreTrainedModel`, *optional*):
             A bare encoder (returns `last_hidden_state`); created from `config.encoder` when omitted.
         decoder (`PreTrainedModel`, *optional*):
-            A causal language model accepting `inputs_embeds`; created from `config.decoder` when omitted.
+            A causal language model (its base model must accept `inputs_embeds`); created from `config.decoder`
+            when omitted.
         """
         if config is None:
             if encoder is None or decoder is None:
@@ -183,50 +596,28 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
                     "Pass a LatentReasonerConfig, or both an encoder and a decoder module to build the config from."
                 )
             config = LatentReasonerConfig(encoder=encoder.config, decoder=decoder.config)
-        elif getattr(config, "model_type", None) != LatentReasonerConfig.model_type:
-            # (compared by model_type: with trust_remote_code the config class may come from another module copy)
-            raise TypeError(f"config must be a LatentReasonerConfig, got {type(config).__name__}.")
+        _check_config(config)
         super().__init__(config)
-        encoder_config, decoder_config = config.encoder, config.decoder
-        if not isinstance(encoder_config, PreTrainedConfig) or not isinstance(decoder_config, PreTrainedConfig):
-            raise TypeError("config.encoder and config.decoder must be configs; build the config with its class.")
-
-        if encoder is None:
-            encoder = AutoModel.from_config(encoder_config)
         if decoder is None:
-            decoder = AutoModelForCausalLM.from_config(decoder_config)
-        if decoder.get_output_embeddings() is None:
-            raise ValueError(
-                f"The decoder ({type(decoder).__name__}) has no language-modelling head; load it with "
-                "AutoModelForCausalLM."
-            )
-        self.encoder = encoder
-        self.decoder = decoder
-        # The sub-models share the composite config's sub-configs, so a change to one is seen by both.
-        encoder_config._attn_implementation = encoder.config._attn_implementation
-        decoder_config._attn_implementation = decoder.config._attn_implementation
-        self.encoder.config = encoder_config
-        self.decoder.config = decoder_config
-
-        self.compression = LatentReasonerMLP(
-            [encoder_config.hidden_size, config.compression_hidden_size, config.idea_size],
-            config.hidden_act,
-            config.dropout,
-        )
-        self.middle = LatentReasonerMLP(
-            [config.idea_size, config.middle_hidden_size, config.middle_hidden_size, config.idea_size],
-            config.hidden_act,
-            config.dropout,
-        )
-        self.prefix_adapter = LatentReasonerPrefixAdapter(
-            config.idea_size, config.num_prefix_tokens, decoder_config.hidden_size
-        )
-        self._decoder_forward_parameters = set(inspect.signature(self.decoder.forward).parameters)
+            decoder = AutoModelForCausalLM.from_config(config.decoder)
+        decoder_base, lm_head, tied = split_causal_lm(decoder)
+        self.model = LatentReasonerModel(config, encoder=encoder, decoder=decoder_base)
+        self.lm_head = lm_head
+        self._can_compile_fullgraph = self.model._can_compile_fullgraph
+        # The head shares its weight with the decoder's token embeddings when the decoder ties them (GPT-2); the
+        # composite config has no `tie_word_embeddings`, so `get_expanded_tied_weights_keys` adds the mapping.
+        self._tied_weights_keys = tied
         self.post_init()
         self.apply_freezing()
 
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        tied = super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
+        if not all_submodels:
+            tied.update(self._tied_weights_keys or {})
+        return tied
+
     # ----------------------------------------------------------------------------------------------------------------
-    # Construction, freezing, loading
+    # Construction, freezing, embeddings
 
     @classmethod
     def from_encoder_decoder_pretrained(
@@ -276,46 +667,34 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
         config = LatentReasonerConfig(encoder=encoder.config, decoder=decoder.config, **config_kwargs)
         return cls(config, encoder=encoder, decoder=decoder)
 
-    @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
-        """`PreTrainedModel.from_pretrained`, then the freezing of `config.freeze_encoder` / `freeze_decoder` again.
-
-        Loading replaces every parameter with a new `requires_grad=True` one, so the freezing done in `__init__` has
-        to be re-applied.
-        """
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        model.apply_freezing()
-        return loaded
-
     def apply_freezing(self) -> None:
-        """Freeze the encoder / decoder as the config says (`requires_grad=False`; the training mode is untouched, so
-        dropout and gradient checkpointing behave as usual, as with PEFT adapters on a frozen base model)."""
-        if self.config.freeze_encoder:
-            self.encoder.requires_grad_(False)
+        """Freeze the encoder / decoder (with its LM head) as the config says (`requires_grad=False`; the training
+        mode is untouched, so dropout and gradient checkpointing behave as usual, as with PEFT adapters on a frozen
+        base model)."""
+        self.model.apply_freezing()
         if self.config.freeze_decoder:
-            self.decoder.requires_grad_(False)
+            self.lm_head.requires_grad_(False)
 
     def get_input_embeddings(self) -> nn.Module:
-        return self.encoder.get_input_embeddings()
+        return self.model.get_input_embeddings()
 
-    def get_output_embeddings(self) -> nn.Module | None:
-        return self.decoder.get_output_embeddings()
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
 
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
-        self.decoder.set_output_embeddings(new_embeddings)
+        self.lm_head = new_embeddings
 
     def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(
             "The encoder and the decoder have separate vocabularies; resize one of them directly, e.g. "
-            "`model.decoder.resize_token_embeddings(n)`."
+            "`model.model.encoder.resize_token_embeddings(n)`."
         )
 
     # ----------------------------------------------------------------------------------------------------------------
     # The pieces of the forward pass
-
-    def _encoder_is_trainable(self) -> bool:
-        return any(parameter.requires_grad for parameter in self.encoder.parameters())
 
     def encode(
         self,
@@ -328,25 +707,11 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
 
         Returns the idea vectors and the encoder outputs. A frozen encoder runs without autograd.
         """
-        outputs: BaseModelOutput
-        if encoder_outputs is None:
-            if input_ids is None:
-                raise ValueError("Pass input_ids (the text to read), encoder_outputs or idea_vectors.")
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self._encoder_is_trainable()):
-                outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        elif isinstance(encoder_outputs, tuple):
-            outputs = BaseModelOutput(*encoder_outputs)
-        else:
-            outputs = encoder_outputs
-        if outputs.last_hidden_state is None:
-            raise ValueError("The encoder output has no last_hidden_state; use a bare encoder (AutoModel).")
-        pooled = mean_pool(outputs.last_hidden_state, attention_mask)  # (B, S, H) -> (B, H)
-        idea_vectors = self.compression(pooled.to(self.compression.dtype))  # (B, H) -> (B, I)
-        return idea_vectors, outputs
+        return self.model.encode(input_ids, attention_mask, encoder_outputs, **kwargs)
 
     def get_prefix_embeddings(self, idea_vectors: torch.Tensor) -> torch.Tensor:
         """Middle MLP -> prefix adapter: idea vectors (B, I) -> prefix embeddings (B, P, D)."""
-        return self.prefix_adapter(self.middle(idea_vectors))
+        return self.model.get_prefix_embeddings(idea_vectors)
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """`labels` shifted one step right behind the decoder start token (used by `DataCollatorForSeq2Seq` too)."""
@@ -359,6 +724,7 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
             )
         return shift_tokens_right(labels, pad, start)
 
+    @accepts_past_key_values
     @can_return_tuple
     def forward(
         self,
@@ -368,97 +734,45 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
         idea_vectors: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Any,
     ) -> LatentReasonerSeq2SeqLMOutput:
         r"""
-        input_ids (`torch.LongTensor` of shape `(B, S)`, *optional*):
-            The text to read, in the encoder's vocabulary.
-        attention_mask (`torch.Tensor` of shape `(B, S)`, *optional*):
-            Encoder mask (1 = token, 0 = padding); the mean pooling skips padding.
-        decoder_input_ids (`torch.LongTensor` of shape `(B, T)`, *optional*):
-            Decoder tokens written after the prefix, starting with `decoder_start_token_id`; built from `labels`
-            when omitted. With a cache that already holds the prefix, only the new tokens.
-        decoder_attention_mask (`torch.Tensor` of shape `(B, T_total)`, *optional*):
-            Mask over all decoder tokens so far (prefix excluded, it is always attended); positions follow it.
-        encoder_outputs (`BaseModelOutput`, *optional*):
-            Precomputed encoder outputs (what `generate` passes); `input_ids` are then not needed.
-        idea_vectors (`torch.Tensor` of shape `(B, idea_size)`, *optional*):
-            Condition on these idea vectors instead of reading a text (encoder and compression MLP skipped).
-        past_key_values (`Cache`, *optional*):
-            The decoder's cache. While it is empty the prefix is computed and put in front of the decoder tokens;
-            once it holds the prefix, only the new decoder tokens are fed.
+        The arguments of `LatentReasonerModel.forward`, and:
+
         labels (`torch.LongTensor` of shape `(B, T)`, *optional*):
             `labels[:, t]` is the target after `decoder_input_ids[:, : t + 1]`; -100 is ignored (padding, prompt).
-            Turns `use_cache` off.
-        logits_to_keep (`int`, defaults to 0):
+            Builds `decoder_input_ids` when they are not given, and turns `use_cache` off.
+        logits_to_keep (`int` or `torch.Tensor`, defaults to 0):
             Compute logits for the last `logits_to_keep` decoder positions only (0 keeps all); generation uses 1.
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
-        output_kwargs: dict[str, Any] = {
-            key: kwargs[key] for key in ("output_attentions", "output_hidden_states") if key in kwargs
-        }
         if labels is not None:
             use_cache = False
-            if decoder_input_ids is None:
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)  # type: ignore[assignment]
-        if decoder_input_ids is None:
-            raise ValueError("Pass decoder_input_ids (the decoder tokens after the prefix) or labels to build them.")
-
-        # `generate` wraps the decoder cache in an EncoderDecoderCache; the decoder only needs the self-attention part.
-        if isinstance(past_key_values, EncoderDecoderCache):
-            decoder_cache: Cache | None = past_key_values.self_attention_cache
-        else:
-            decoder_cache = past_key_values
-        past_length = decoder_cache.get_seq_length() if decoder_cache is not None else 0
-
-        inputs_embeds = self.decoder.get_input_embeddings()(decoder_input_ids)  # (B, T) -> (B, T, D)
-        num_prefix = 0
-        if past_length == 0:  # the prefix is not in a cache yet: compute it and put it in front of the tokens
-            if idea_vectors is None:
-                idea_vectors, encoder_outputs = self.encode(
-                    input_ids, attention_mask, encoder_outputs, **output_kwargs
-                )
-            else:
-                encoder_outputs = None
-            if idea_vectors.shape[0] != inputs_embeds.shape[0]:
-                raise ValueError(
-                    f"The encoder side has batch size {idea_vectors.shape[0]} but decoder_input_ids have "
-                    f"{inputs_embeds.shape[0]}; pass one decoder row per input text."
-                )
-            prefix_embeds = self.get_prefix_embeddings(idea_vectors).to(inputs_embeds.dtype)  # (B, P, D)
-            inputs_embeds = torch.cat([prefix_embeds, inputs_embeds], dim=1)  # (B, P + T, D)
-            num_prefix = prefix_embeds.shape[1]
-        else:
-            idea_vectors, encoder_outputs = None, None
-
-        decoder_kwargs: dict[str, Any] = dict(output_kwargs)
-        if decoder_attention_mask is not None:
-            full_length = past_length + inputs_embeds.shape[1]
-            num_prefix_tokens = self.config.num_prefix_tokens
-            if decoder_attention_mask.shape[1] != full_length - num_prefix_tokens:
-                raise ValueError(
-                    f"decoder_attention_mask covers {decoder_attention_mask.shape[1]} tokens but the decoder has seen "
-                    f"{full_length - num_prefix_tokens} (cached and new, prefix excluded); pass the mask of all "
-                    "decoder tokens so far."
-                )
-            prefix_mask = decoder_attention_mask.new_ones(decoder_attention_mask.shape[0], num_prefix_tokens)
-            full_mask = torch.cat([prefix_mask, decoder_attention_mask], dim=1)  # (B, P + T_total)
-            position_ids = (full_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1] :]
-            decoder_kwargs.update(attention_mask=full_mask, position_ids=position_ids)
-        if logits_to_keep and "logits_to_keep" in self._decoder_forward_parameters:
-            decoder_kwargs["logits_to_keep"] = logits_to_keep
-
-        decoder_outputs = self.decoder(
-            inputs_embeds=inputs_embeds, past_key_values=decoder_cache, use_cache=use_cache, **decoder_kwargs
+        outputs: LatentReasonerSeq2SeqModelOutput = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            idea_vectors=idea_vectors,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            return_dict=True,  # the head builds its own output (a tuple too, when asked) from the base model's
+            **kwargs,
         )
-        # (B, P + T, V) -> (B, T, V): logits of the decoder tokens only
-        logits = (
-            decoder_outputs.logits[:, -logits_to_keep:] if logits_to_keep else decoder_outputs.logits[:, num_prefix:]
-        )
+        hidden_states: Any = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])  # (B, T, D) -> (B, T, V)
 
         loss = None
         if labels is not None:
@@ -471,25 +785,85 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
             if num_items_in_batch is not None:
                 loss = loss / num_items_in_batch
 
-        # The decoder updates its cache in place; hand it back in the EncoderDecoderCache of a seq2seq output.
-        returned_cache = past_key_values if isinstance(past_key_values, EncoderDecoderCache) else None
-        new_decoder_cache = getattr(decoder_outputs, "past_key_values", None)
-        if returned_cache is None and new_decoder_cache is not None:
-            returned_cache = EncoderDecoderCache(new_decoder_cache, DynamicCache())
+        cache_output: dict[str, Any] = {CACHE_FIELD: getattr(outputs, CACHE_FIELD)}
         return LatentReasonerSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=returned_cache,
-            decoder_hidden_states=getattr(decoder_outputs, "hidden_states", None),
-            decoder_attentions=getattr(decoder_outputs, "attentions", None),
-            encoder_last_hidden_state=encoder_outputs.last_hidden_state if encoder_outputs is not None else None,
-            encoder_hidden_states=encoder_outputs.hidden_states if encoder_outputs is not None else None,
-            encoder_attentions=encoder_outputs.attentions if encoder_outputs is not None else None,
-            idea_vectors=idea_vectors,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+            idea_vectors=outputs.idea_vectors,
+            **cache_output,
         )
 
     # ----------------------------------------------------------------------------------------------------------------
     # Generation and the latent-space helpers
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | None = None,
+        idea_vectors: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The inputs of one `forward` call of `generate()`, from the decoder tokens so far (`input_ids`).
+
+        The decoder cache holds the prefix, so its length is P + (decoder tokens it has seen): the tokens to feed are
+        `input_ids` after those (`next_sequence_length`, which `generate()` computes in decoder tokens, is not used).
+        The encoder side goes in only while the cache is empty (the first step, or every step without a cache). A
+        cache cropped into the prefix (assisted decoding crops the assistant's cache counting decoder tokens only)
+        is emptied, so the prefix and all decoder tokens are computed again.
+        """
+        cache = kwargs.pop("cache", None)
+        legacy_cache = kwargs.pop("past_key_values", None)
+        if cache is None:
+            cache = legacy_cache
+        past_length = int(cache.get_seq_length()) if cache is not None else 0
+        num_prefix = self.config.num_prefix_tokens
+        if 0 < past_length < num_prefix:
+            cache.crop(-past_length)
+            past_length = 0
+        seen = past_length - num_prefix if past_length else 0
+        model_inputs: dict[str, Any] = {
+            "decoder_input_ids": input_ids[:, seen:].clone(memory_format=torch.contiguous_format)
+        }
+        if cache is not None:
+            model_inputs["cache"] = cache
+        if past_length == 0:
+            model_inputs.update(
+                attention_mask=attention_mask, encoder_outputs=encoder_outputs, idea_vectors=idea_vectors
+            )
+        for key, value in kwargs.items():
+            if key not in ("labels", "decoder_position_ids", "position_ids", "inputs_embeds"):
+                model_inputs.setdefault(key, value)
+        return model_inputs
+
+    def _prepare_cache_for_generation(
+        self,
+        generation_config: GenerationConfig,
+        model_kwargs: dict,
+        generation_mode: Any,
+        batch_size: int,
+        max_cache_length: int,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """`GenerationMixin._prepare_cache_for_generation`, with room for the prefix: `generate()` sizes a static
+        cache in decoder tokens (`max_length - 1`), and the decoder's cache also holds the `num_prefix_tokens`
+        prefix positions."""
+        return super()._prepare_cache_for_generation(
+            generation_config,
+            model_kwargs,
+            generation_mode,
+            batch_size,
+            max_cache_length + self.config.num_prefix_tokens,
+            *args,
+            **kwargs,
+        )
 
     def generate(  # type: ignore[override]
         self,
@@ -500,31 +874,30 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
         **kwargs: Any,
     ) -> Any:
         r"""
-        `GenerationMixin.generate` (greedy, sampling, beam search; the decoder's KV cache holds the prefix after the
-        first step), plus `idea_vectors=` to decode from given idea vectors instead of reading a text.
+        `GenerationMixin.generate` (greedy, sampling, beam search, assisted decoding; the decoder's cache holds the
+        prefix after the first step, dynamic or static), plus `idea_vectors=` to decode from given idea vectors
+        instead of reading a text.
 
         The encoder runs once; the decoder starts with `decoder_start_token_id` after the prefix, so the returned
-        ids start with it (decode with `skip_special_tokens=True`). Dynamic caches only (the default).
+        ids start with it (decode with `skip_special_tokens=True`).
 
         Args:
             inputs / input_ids (`torch.LongTensor` of shape `(B, S)`, *optional*):
-                The text to read, in the encoder's vocabulary (with its `attention_mask`).
+                The text to read, in the encoder's vocabulary (with its `attention_mask`); or `inputs_embeds=`, the
+                encoder's input embeddings.
             idea_vectors (`torch.Tensor` of shape `(B, idea_size)`, *optional*):
                 Decode from these idea vectors (e.g. from `get_latent_vector`); excludes `input_ids`.
             kwargs:
                 Generation settings (`max_new_tokens`, `do_sample`, `temperature`, `top_p`, `num_beams`, ...) and
-                model inputs (`attention_mask`, `decoder_input_ids` for a decoder prompt, ...).
+                model inputs (`attention_mask`, `decoder_input_ids` for a decoder prompt, a cache to continue, ...).
         """
-        config = generation_config if generation_config is not None else self.generation_config
-        cache_implementation = kwargs.get("cache_implementation", config.cache_implementation)
-        if cache_implementation not in SUPPORTED_CACHE_IMPLEMENTATIONS:
-            raise ValueError(
-                f"LatentReasoner generates with a dynamic cache (the prefix is not counted in a static cache); got "
-                f"cache_implementation={cache_implementation!r}, use one of {SUPPORTED_CACHE_IMPLEMENTATIONS}."
-            )
         if idea_vectors is not None:
-            if inputs is not None or kwargs.get("input_ids") is not None or kwargs.get("encoder_outputs") is not None:
-                raise ValueError("Pass either idea_vectors or a text to read (input_ids / encoder_outputs), not both.")
+            if inputs is not None or any(
+                kwargs.get(key) is not None for key in ("input_ids", "inputs_embeds", "encoder_outputs")
+            ):
+                raise ValueError(
+                    "Pass either idea_vectors or a text to read (input_ids / inputs_embeds / encoder_outputs), not both."
+                )
             # A one-step stand-in for the encoder output: `generate` then skips the encoder and reads the batch size
             # from it. `forward` conditions on `idea_vectors`, which `generate` expands for beams and passes each step.
             kwargs["encoder_outputs"] = BaseModelOutput(last_hidden_state=idea_vectors[:, None, :])
@@ -548,7 +921,7 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
             texts = [texts_or_input_ids] if isinstance(texts_or_input_ids, str) else list(texts_or_input_ids)
             encoded = tokenizer(texts, padding=True, return_tensors="pt")
             input_ids, attention_mask = encoded["input_ids"], encoded.get("attention_mask")
-        device = self.encoder.device
+        device = self.model.encoder.device
         return input_ids.to(device), attention_mask.to(device) if attention_mask is not None else None
 
     @torch.no_grad()
@@ -609,6 +982,8 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
 
 __all__ = [
     "LatentReasonerForConditionalGeneration",
+    "LatentReasonerModel",
     "LatentReasonerPreTrainedModel",
     "LatentReasonerSeq2SeqLMOutput",
+    "LatentReasonerSeq2SeqModelOutput",
 ]

@@ -1,4 +1,5 @@
-"""CharTransformer: config, post-norm forward, training, save/load, generation, tokenizer and remote code.
+"""CharTransformer: the transformers model contract (tests/models/contract.py, in-process and as remote code without
+lmforge), then config, post-norm forward, training, save/load, generation details and the tokenizer.
 
 Every test uses a tiny model (width 32, 2 layers) so the whole file runs in seconds on a CPU.
 """
@@ -30,6 +31,74 @@ from lmforge.models.char_transformer import (
     CharTransformerForCausalLM,
     CharTransformerModel,
 )
+from lmforge.models.char_transformer.modeling_char_transformer import CACHE_FIELD
+
+from ..contract import CAUSAL_CHECKS, Case, run_in_subprocess, save_case
+
+
+class CharTransformerModelTester:
+    """Tiny CharTransformer configs and inputs, the way transformers' `<Name>ModelTester` classes build them."""
+
+    def __init__(
+        self,
+        batch_size: int = 3,
+        seq_length: int = 9,
+        vocab_size: int = 70,
+        hidden_size: int = 32,
+        num_hidden_layers: int = 2,
+        num_attention_heads: int = 4,
+        intermediate_size: int = 37,
+        max_position_embeddings: int = 64,
+    ) -> None:
+        self.batch_size = batch_size
+        self.seq_length = seq_length
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.max_position_embeddings = max_position_embeddings
+
+    def get_config(self) -> CharTransformerConfig:
+        return CharTransformerConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            max_position_embeddings=self.max_position_embeddings,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+        )
+
+    def prepare_input_ids(self) -> torch.Tensor:
+        return torch.randint(4, self.vocab_size, (self.batch_size, self.seq_length))  # no special tokens
+
+    def create_and_save_case(self, folder: Path) -> Path:
+        torch.manual_seed(0)
+        model = CharTransformerForCausalLM(self.get_config()).eval()
+        return save_case(model, folder, self.prepare_input_ids())
+
+
+@pytest.fixture(scope="module")
+def case_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return CharTransformerModelTester().create_and_save_case(tmp_path_factory.mktemp("char_contract"))
+
+
+@pytest.fixture(scope="module")
+def remote_results(case_folder: Path) -> dict[str, str]:
+    return run_in_subprocess(case_folder, "causal")
+
+
+@pytest.mark.parametrize("check", list(CAUSAL_CHECKS))
+def test_model_contract(check: str, case_folder: Path) -> None:
+    CAUSAL_CHECKS[check](Case(case_folder, "causal"))
+
+
+@pytest.mark.parametrize("check", list(CAUSAL_CHECKS))
+def test_model_contract_as_remote_code_without_lmforge(check: str, remote_results: dict[str, str]) -> None:
+    assert remote_results[check] == "ok", remote_results[check]
+
 
 TEXT = (
     "To be, or not to be, that is the question:\n"
@@ -113,8 +182,8 @@ def test_forward_shapes_and_loss(tokenizer: CharTokenizer) -> None:
     out = model(input_ids=input_ids, labels=input_ids)
 
     assert out.logits.shape == (3, 10, len(tokenizer))
-    assert isinstance(out.past_key_values, DynamicCache)
-    assert out.past_key_values.get_seq_length() == 10
+    assert isinstance(getattr(out, CACHE_FIELD), DynamicCache)
+    assert getattr(out, CACHE_FIELD).get_seq_length() == 10
     # The loss is the next-token cross-entropy: logits at t predict the token at t + 1.
     expected = torch.nn.functional.cross_entropy(
         out.logits[:, :-1].reshape(-1, len(tokenizer)), input_ids[:, 1:].reshape(-1)
@@ -153,21 +222,6 @@ def test_blocks_are_post_norm(tokenizer: CharTokenizer) -> None:
     # No final LayerNorm: the last block's output is what the head sees.
     assert not hasattr(model.model, "norm")
     assert isinstance(model.model.layers[0].mlp.act_fn, torch.nn.ReLU)
-
-
-def test_eager_and_sdpa_attention_agree(tokenizer: CharTokenizer) -> None:
-    input_ids = torch.randint(4, len(tokenizer), (2, 9))
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, :3] = 0  # left padding on the second row
-    logits = {}
-    for implementation in ("eager", "sdpa"):
-        model = tiny_model(tokenizer, seed=1)
-        model.set_attn_implementation(implementation)
-        assert model.config._attn_implementation == implementation
-        with torch.no_grad():
-            logits[implementation] = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    torch.testing.assert_close(logits["eager"][0], logits["sdpa"][0])
-    torch.testing.assert_close(logits["eager"][1, 3:], logits["sdpa"][1, 3:])
 
 
 def test_sequence_past_the_context_raises(tokenizer: CharTokenizer) -> None:
@@ -264,16 +318,6 @@ def test_save_load_round_trip(tmp_path: Path, tokenizer: CharTokenizer) -> None:
 
 
 # --- generation ---
-
-
-def test_greedy_generate_same_with_and_without_cache(tokenizer: CharTokenizer) -> None:
-    model = tiny_model(tokenizer)
-    input_ids = encode(tokenizer, "to be, or")
-    kwargs = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": tokenizer.pad_token_id, "eos_token_id": None}
-    with_cache = model.generate(input_ids, use_cache=True, **kwargs)
-    without_cache = model.generate(input_ids, use_cache=False, **kwargs)
-    assert with_cache.shape == (1, input_ids.shape[1] + 12)
-    assert torch.equal(with_cache, without_cache)
 
 
 def test_batched_left_padded_generate_equals_one_by_one(tokenizer: CharTokenizer) -> None:

@@ -1,5 +1,8 @@
-"""AE-LLM: config, shapes, Thinking Net, losses, training, freezing, save/load, generate() and remote-code loading."""
+"""AE-LLM: the transformers encoder-decoder model contract (contract_ae_llm.py, in-process and as remote code without
+lmforge), then config, shapes, Thinking Net, losses, training, freezing, save/load, the recurrent cache, generate() and
+remote-code loading."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,11 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
+from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     DataCollatorForSeq2Seq,
+    DynamicCache,
     Trainer,
     TrainingArguments,
 )
@@ -23,10 +29,14 @@ import lmforge.models  # noqa: F401  (registers the Auto classes)
 from lmforge.models.ae_llm import (
     AELLMConfig,
     AELLMForConditionalGeneration,
+    AELLMModel,
     AELLMRecurrentCache,
     AELLMTokenizer,
 )
-from lmforge.models.ae_llm.modeling_ae_llm import load_balancing_loss, shift_tokens_right
+from lmforge.models.ae_llm.modeling_ae_llm import CACHE_FIELD, load_balancing_loss, shift_tokens_right
+
+from ..contract import Case, run_in_subprocess, save_case
+from .contract_ae_llm import CHECKS
 
 QA_PAIRS = [
     ("what is the capital of france?", "paris is the capital."),
@@ -39,6 +49,97 @@ QA_PAIRS = [
     ("which animal barks?", "the dog barks."),
 ]
 TEXTS = [text for pair in QA_PAIRS for text in pair]
+
+
+class AELLMModelTester:
+    """Tiny AE-LLM configs and inputs, the way transformers' `<Name>ModelTester` classes build them. Two GRU layers
+    (so that per-layer outputs and states are exercised) and a wide initialiser, so that an untrained model's greedy
+    tokens depend on its input (with the library's 0.02 every input decodes to the same tokens)."""
+
+    def __init__(
+        self,
+        batch_size: int = 3,
+        seq_length: int = 7,
+        vocab_size: int = 61,
+        embedding_size: int = 16,
+        hidden_size: int = 24,
+        latent_size: int = 20,
+        num_hidden_layers: int = 2,
+        intermediate_size: int = 32,
+        max_position_embeddings: int = 32,
+        num_experts: int = 4,
+        num_experts_per_tok: int = 2,
+        memory_slots: int = 8,
+        hyper_adapter_size: int = 16,
+        initializer_range: float = 0.3,
+    ) -> None:
+        self.batch_size = batch_size
+        self.seq_length = seq_length
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size
+        self.hidden_size = hidden_size
+        self.latent_size = latent_size
+        self.num_hidden_layers = num_hidden_layers
+        self.intermediate_size = intermediate_size
+        self.max_position_embeddings = max_position_embeddings
+        self.num_experts = num_experts
+        self.num_experts_per_tok = num_experts_per_tok
+        self.memory_slots = memory_slots
+        self.hyper_adapter_size = hyper_adapter_size
+        self.initializer_range = initializer_range
+
+    def get_config(self, **overrides: object) -> AELLMConfig:
+        values: dict[str, object] = {
+            "vocab_size": self.vocab_size,
+            "embedding_size": self.embedding_size,
+            "hidden_size": self.hidden_size,
+            "latent_size": self.latent_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "intermediate_size": self.intermediate_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "num_experts": self.num_experts,
+            "num_experts_per_tok": self.num_experts_per_tok,
+            "memory_slots": self.memory_slots,
+            "hyper_adapter_size": self.hyper_adapter_size,
+            "initializer_range": self.initializer_range,
+            "dropout": 0.0,
+        }
+        values.update(overrides)
+        return AELLMConfig(**values)  # type: ignore[arg-type]
+
+    def prepare_input_ids(self) -> torch.Tensor:
+        return torch.randint(4, self.vocab_size, (self.batch_size, self.seq_length))  # no special tokens
+
+    def prepare_config_and_inputs(self) -> tuple[AELLMConfig, dict[str, torch.Tensor]]:
+        input_ids = self.prepare_input_ids()
+        decoder_input_ids = torch.randint(4, self.vocab_size, (self.batch_size, 5))
+        decoder_input_ids[:, 0] = 2  # decoder_start_token_id
+        return self.get_config(), {"input_ids": input_ids, "decoder_input_ids": decoder_input_ids}
+
+    def create_and_save_case(self, folder: Path) -> Path:
+        torch.manual_seed(0)
+        model = AELLMForConditionalGeneration(self.get_config()).eval()
+        return save_case(model, folder, self.prepare_input_ids())
+
+
+@pytest.fixture(scope="module")
+def case_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return AELLMModelTester().create_and_save_case(tmp_path_factory.mktemp("ae_llm_contract"))
+
+
+@pytest.fixture(scope="module")
+def remote_results(case_folder: Path) -> dict[str, str]:
+    return run_in_subprocess(case_folder, "seq2seq", "tests.models.ae_llm.contract_ae_llm:CHECKS")
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+def test_model_contract(check: str, case_folder: Path) -> None:
+    CHECKS[check](Case(case_folder, "seq2seq"))
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+def test_model_contract_as_remote_code_without_lmforge(check: str, remote_results: dict[str, str]) -> None:
+    assert remote_results[check] == "ok", remote_results[check]
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +289,7 @@ def test_forward_shapes(tokenizer: AELLMTokenizer) -> None:
     assert out.latent.shape == (batch_size, config.latent_size)
     assert out.router_logits.shape == (batch_size, config.num_experts)
     assert out.bow_logits.shape == (batch_size, config.vocab_size)
-    assert out.past_key_values is None  # no cache when training on labels
+    assert getattr(out, CACHE_FIELD) is None  # no cache when training on labels
 
     reconstruct = model(**batch, mode="reconstruct")
     assert reconstruct.router_logits is None and reconstruct.bow_logits is None
@@ -198,9 +299,17 @@ def test_forward_shapes(tokenizer: AELLMTokenizer) -> None:
     decoder_input_ids = shift_tokens_right(batch["labels"], config.pad_token_id, config.decoder_start_token_id)
     assert torch.equal(decoder_input_ids[:, 0], torch.full((batch_size,), config.decoder_start_token_id))
     step = model(**{k: v for k, v in batch.items() if k != "labels"}, decoder_input_ids=decoder_input_ids[:, :3])
-    assert isinstance(step.past_key_values, AELLMRecurrentCache)
-    assert step.past_key_values.hidden_state.shape == (config.num_hidden_layers, batch_size, config.hidden_size)
-    assert step.past_key_values.get_seq_length() == 3
+    cache = getattr(step, CACHE_FIELD)
+    assert isinstance(cache, AELLMRecurrentCache)
+    assert cache.hidden_state.shape == (config.num_hidden_layers, batch_size, config.hidden_size)
+    assert cache.states.shape == (config.num_hidden_layers, batch_size, 3, config.hidden_size)
+    assert cache.get_seq_length() == 3
+
+    base = AELLMModel(config).eval()
+    base.load_state_dict(model.model.state_dict())
+    bare = base(**{k: v for k, v in batch.items() if k != "labels"}, decoder_input_ids=decoder_input_ids[:, :3])
+    assert bare.last_hidden_state.shape == (batch_size, 3, config.hidden_size)
+    torch.testing.assert_close(model.lm_head(bare.last_hidden_state), step.logits)
 
 
 def test_encoder_latent_ignores_padding(tokenizer: AELLMTokenizer) -> None:
@@ -223,7 +332,7 @@ def test_encoder_latent_ignores_padding(tokenizer: AELLMTokenizer) -> None:
 
 def test_moe_routes_each_latent_to_exactly_top_k_experts(tokenizer: AELLMTokenizer) -> None:
     model = tiny_model(tokenizer, num_experts=5, num_experts_per_tok=2)
-    moe = model.transition.moe
+    moe = model.model.transition.moe
     rows_seen = [0] * len(moe.experts)
     hooks = [
         expert.register_forward_hook(
@@ -260,8 +369,8 @@ def test_total_loss_is_sum_of_its_parts(tokenizer: AELLMTokenizer) -> None:
 
     # The router only gets a gradient through the aux loss when the lm/bow paths are cut: it is really in the loss.
     out.router_aux_loss.backward()
-    assert model.transition.moe.router.weight.grad is not None
-    assert model.transition.moe.router.weight.grad.abs().sum() > 0
+    assert model.model.transition.moe.router.weight.grad is not None
+    assert model.model.transition.moe.router.weight.grad.abs().sum() > 0
 
     no_aux = tiny_model(tokenizer, router_aux_loss_coef=0.0, bow_loss_coef=0.3).eval()
     out_no_aux = no_aux(**qa_batch(tokenizer))
@@ -309,8 +418,8 @@ def test_freeze_autoencoder_trains_only_the_thinking_net(tokenizer: AELLMTokeniz
         for name, param in module.named_parameters()
     }
     assert frozen and not any(p.requires_grad for m in model.autoencoder_modules() for p in m.parameters())
-    thinking_before = {name: p.detach().clone() for name, p in model.transition.named_parameters()}
-    assert all(p.requires_grad for p in model.transition.parameters())
+    thinking_before = {name: p.detach().clone() for name, p in model.model.transition.named_parameters()}
+    assert all(p.requires_grad for p in model.model.transition.parameters())
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)  # every parameter on purpose
     loss = model(**qa_batch(tokenizer)).loss
@@ -320,7 +429,9 @@ def test_freeze_autoencoder_trains_only_the_thinking_net(tokenizer: AELLMTokeniz
     after = {name: p for module in model.autoencoder_modules() for name, p in module.named_parameters()}
     for name, value in frozen.items():
         assert torch.equal(after[name], value), f"{name} changed although the autoencoder is frozen"
-    changed = [name for name, p in model.transition.named_parameters() if not torch.equal(p, thinking_before[name])]
+    changed = [
+        name for name, p in model.model.transition.named_parameters() if not torch.equal(p, thinking_before[name])
+    ]
     for part in ("memory.keys", "moe.router.weight", "blocks.0.mlp.up_proj.weight", "hyper_adapter.up_proj.weight"):
         assert part in changed
 
@@ -350,6 +461,51 @@ def test_save_load_round_trip(tokenizer: AELLMTokenizer, tmp_path: Path) -> None
     with torch.no_grad():
         for mode in ("answer", "reconstruct"):
             assert torch.equal(model(**batch, mode=mode).logits, loaded(**batch, mode=mode).logits)
+
+    # the folder names the bare model and the head; the head's weights sit under `model.` (the base model prefix)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_ae_llm.AELLMModel"
+    assert auto_map["AutoModelForSeq2SeqLM"] == "modeling_ae_llm.AELLMForConditionalGeneration"
+    assert isinstance(AutoModel.from_pretrained(tmp_path), AELLMModel)
+    keys = load_file(str(tmp_path / "model.safetensors")).keys()
+    assert all(key.startswith(("model.encoder.", "model.transition.", "model.decoder.", "lm_head.")) for key in keys)
+
+
+# --- the recurrent cache ---
+
+
+def test_recurrent_cache_crops_back_to_the_state_after_an_earlier_token() -> None:
+    config, inputs = AELLMModelTester().prepare_config_and_inputs()
+    torch.manual_seed(0)
+    model = AELLMForConditionalGeneration(config).eval()
+    ids, decoder_ids = inputs["input_ids"], inputs["decoder_input_ids"]  # (3, 7), (3, 5)
+    with torch.no_grad():
+        full = model(input_ids=ids, decoder_input_ids=decoder_ids)
+        cache = getattr(full, CACHE_FIELD)
+        assert cache.get_seq_length() == 5 and len(cache) == config.num_hidden_layers and cache.batch_size == 3
+        assert cache.is_croppable and not cache.is_compileable
+        cache.crop(-2)  # back to the state after the first 3 tokens
+        prefix = getattr(model(input_ids=ids, decoder_input_ids=decoder_ids[:, :3]), CACHE_FIELD)
+        assert cache.get_seq_length() == 3
+        torch.testing.assert_close(cache.states, prefix.states)
+        # going on from the cropped cache (under the pre-5.24 keyword too) gives the logits of the whole pass
+        again = model(input_ids=ids, decoder_input_ids=decoder_ids[:, 3:], past_key_values=cache)
+        torch.testing.assert_close(again.logits, full.logits[:, 3:])
+    assert cache.get_seq_length() == 5
+    cache.crop(0)
+    assert cache.get_seq_length() == 5
+    with pytest.raises(ValueError, match="positive"):
+        cache.crop(2)
+    states = cache.states.clone()
+    cache.reorder_cache(torch.tensor([2, 0, 0]))  # beam search
+    assert torch.equal(cache.states, states[:, [2, 0, 0]])
+    cache.batch_select_indices(torch.tensor([0, 2]))
+    cache.batch_repeat_interleave(2)
+    assert torch.equal(cache.states, states[:, [2, 2, 0, 0]])
+    cache.crop(-5)
+    assert cache.get_seq_length() == 0 and cache.hidden_state is None and cache.batch_size == -1
+    with pytest.raises(TypeError, match="AELLMRecurrentCache"):
+        model(input_ids=ids, decoder_input_ids=decoder_ids, **{CACHE_FIELD: DynamicCache()})
 
 
 # --- generate ---

@@ -1,5 +1,8 @@
-"""LatentReasoner: tiny randomly initialised backbones built here, word-level tokenizers built with `tokenizers`."""
+"""LatentReasoner: the transformers model contract (contract_latent_reasoner.py, in-process and as remote code without
+lmforge), then config, shapes and freezing, loss, generation, construction and save/load, on tiny randomly
+initialised backbones built here and word-level tokenizers built with `tokenizers`."""
 
+import copy
 import json
 import os
 import subprocess
@@ -12,9 +15,12 @@ import torch
 from safetensors import safe_open
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
+    AutoModel,
     AutoModelForSeq2SeqLM,
     BertConfig,
     BertModel,
+    DynamicCache,
+    Gemma2Config,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -29,9 +35,14 @@ from transformers.modeling_outputs import BaseModelOutput
 from lmforge.models.latent_reasoner import (
     LatentReasonerConfig,
     LatentReasonerForConditionalGeneration,
+    LatentReasonerModel,
     load_tokenizers,
     save_tokenizers,
 )
+from lmforge.models.latent_reasoner.modeling_latent_reasoner import CACHE_FIELD
+
+from ..contract import Case, run_in_subprocess, save_case
+from .contract_latent_reasoner import CHECKS
 
 WORDS = [
     "the",
@@ -59,7 +70,7 @@ ENCODER_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 DECODER_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 ENCODER_VOCAB = len(ENCODER_SPECIALS) + len(WORDS)
 DECODER_VOCAB = len(DECODER_SPECIALS) + len(WORDS)
-MLP_PREFIXES = ("compression.", "middle.", "prefix_adapter.")
+MLP_PREFIXES = ("model.compression.", "model.middle.", "model.prefix_adapter.")
 
 
 def word_tokenizer(specials: list[str], pad: str, unk: str, **special_tokens: str) -> PreTrainedTokenizerFast:
@@ -171,6 +182,116 @@ def mlp_names(model: torch.nn.Module) -> set[str]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# The transformers model contract
+
+
+class LatentReasonerModelTester:
+    """Tiny LatentReasoner configs (a BERT encoder and a Llama decoder) and inputs, the way transformers'
+    `<Name>ModelTester` classes build them."""
+
+    def __init__(
+        self,
+        batch_size: int = 3,
+        seq_length: int = 9,
+        encoder_vocab_size: int = 99,
+        decoder_vocab_size: int = 97,
+        encoder_hidden_size: int = 32,
+        decoder_hidden_size: int = 48,
+        num_hidden_layers: int = 2,
+        num_attention_heads: int = 4,
+        intermediate_size: int = 37,
+        max_position_embeddings: int = 64,
+        num_prefix_tokens: int = 3,
+    ) -> None:
+        self.batch_size = batch_size
+        self.seq_length = seq_length
+        self.encoder_vocab_size = encoder_vocab_size
+        self.decoder_vocab_size = decoder_vocab_size
+        self.encoder_hidden_size = encoder_hidden_size
+        self.decoder_hidden_size = decoder_hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.max_position_embeddings = max_position_embeddings
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def get_encoder_config(self) -> BertConfig:
+        return BertConfig(
+            vocab_size=self.encoder_vocab_size,
+            hidden_size=self.encoder_hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            max_position_embeddings=self.max_position_embeddings,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            pad_token_id=0,
+        )
+
+    def get_decoder_config(self) -> LlamaConfig:
+        return LlamaConfig(
+            vocab_size=self.decoder_vocab_size,
+            hidden_size=self.decoder_hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_attention_heads // 2,
+            max_position_embeddings=self.max_position_embeddings,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+            initializer_range=0.3,  # so that the random decoder's output visibly depends on the prefix
+        )
+
+    def get_config(self) -> LatentReasonerConfig:
+        return LatentReasonerConfig(
+            encoder=self.get_encoder_config(),
+            decoder=self.get_decoder_config(),
+            idea_size=16,
+            compression_hidden_size=24,
+            middle_hidden_size=20,
+            num_prefix_tokens=self.num_prefix_tokens,
+            dropout=0.0,
+            initializer_range=0.3,
+        )
+
+    def prepare_input_ids(self) -> torch.Tensor:
+        return torch.randint(4, self.encoder_vocab_size, (self.batch_size, self.seq_length))  # no special tokens
+
+    def create_and_save_case(self, folder: Path) -> Path:
+        torch.manual_seed(0)
+        model = LatentReasonerForConditionalGeneration(self.get_config()).eval()
+        return save_case(model, folder, self.prepare_input_ids())
+
+
+@pytest.fixture(scope="module")
+def case_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return LatentReasonerModelTester().create_and_save_case(tmp_path_factory.mktemp("latent_reasoner_contract"))
+
+
+@pytest.fixture(scope="module")
+def remote_results(case_folder: Path) -> dict[str, str]:
+    return run_in_subprocess(case_folder, "seq2seq", "tests.models.latent_reasoner.contract_latent_reasoner:CHECKS")
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+def test_model_contract(check: str, case_folder: Path) -> None:
+    CHECKS[check](Case(case_folder, "seq2seq"))
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+def test_model_contract_as_remote_code_without_lmforge(check: str, remote_results: dict[str, str]) -> None:
+    assert remote_results[check] == "ok", remote_results[check]
+
+
+def test_saved_folder_loads_as_a_frozen_base_model(case_folder: Path) -> None:
+    base = AutoModel.from_pretrained(case_folder)
+    assert type(base) is LatentReasonerModel
+    trainable = {name for name, p in base.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith(("compression.", "middle.", "prefix_adapter.")) for name in trainable)
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Config
 
 
@@ -209,8 +330,9 @@ def test_config_validation_errors(kwargs: dict, message: str) -> None:
 @pytest.mark.parametrize(("encoder", "decoder"), [("bert", "gpt2"), ("modernbert", "llama")])
 def test_shapes_with_mismatched_widths(encoder: str, decoder: str) -> None:
     model = tiny_model(encoder, decoder)
-    assert model.compression.layers[0].in_features == 32  # encoder width
-    assert model.prefix_adapter.proj.out_features == 3 * 48  # num_prefix_tokens x decoder width
+    assert model.model.compression.layers[0].in_features == 32  # encoder width
+    assert model.model.prefix_adapter.proj.out_features == 3 * 48  # num_prefix_tokens x decoder width
+    assert model.lm_head.out_features == DECODER_VOCAB  # the decoder's own LM head
     inputs = batch()
     decoder_input_ids = torch.randint(4, DECODER_VOCAB, (2, 5))
     out = model(**inputs, decoder_input_ids=decoder_input_ids)
@@ -219,8 +341,13 @@ def test_shapes_with_mismatched_widths(encoder: str, decoder: str) -> None:
     assert out.encoder_last_hidden_state.shape == (2, 7, 32)
     assert model.get_prefix_embeddings(out.idea_vectors).shape == (2, 3, 48)
     assert model.get_latent_vector(inputs["input_ids"], attention_mask=inputs["attention_mask"]).shape == (2, 16)
-    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False, eos_token_id=None)
     assert generated.shape == (2, 5) and (generated[:, 0] == 1).all()  # starts with decoder_start_token_id
+    base = LatentReasonerModel(model.config).eval()
+    base.load_state_dict(model.model.state_dict())
+    hidden = base(**inputs, decoder_input_ids=decoder_input_ids).last_hidden_state
+    assert hidden.shape == (2, 5, 48)  # the decoder tokens only
+    torch.testing.assert_close(model.lm_head(hidden), out.logits)
 
 
 def test_mean_pooling_ignores_padding(model: LatentReasonerForConditionalGeneration) -> None:
@@ -240,8 +367,9 @@ def test_only_mlps_trainable_and_gradients_reach_all_of_them() -> None:
     assert all(model.get_parameter(name).grad.abs().sum() > 0 for name in with_grad)
 
     unfrozen = tiny_model(freeze_decoder=False)
-    assert all(parameter.requires_grad for parameter in unfrozen.decoder.parameters())
-    assert not any(parameter.requires_grad for parameter in unfrozen.encoder.parameters())
+    assert all(parameter.requires_grad for parameter in unfrozen.model.decoder.parameters())
+    assert unfrozen.lm_head.weight.requires_grad
+    assert not any(parameter.requires_grad for parameter in unfrozen.model.encoder.parameters())
 
 
 def test_trainer_step_changes_only_the_mlps(tmp_path: Path) -> None:
@@ -345,7 +473,7 @@ def test_generate_with_and_without_cache_agree(decoder: str, settings: dict) -> 
     results = []
     for use_cache in (True, False):
         torch.manual_seed(3)
-        results.append(model.generate(**inputs, max_new_tokens=8, use_cache=use_cache, **settings))
+        results.append(model.generate(**inputs, max_new_tokens=8, use_cache=use_cache, eos_token_id=None, **settings))
     assert torch.equal(results[0], results[1])
     rows = 2 * settings.get("num_return_sequences", 1)
     assert results[0].shape == (rows, 9)
@@ -371,10 +499,30 @@ def test_generate_after_a_left_padded_decoder_prompt() -> None:
 
 
 def test_generate_uses_the_decoder_cache(model: LatentReasonerForConditionalGeneration) -> None:
-    out = model.generate(**batch(), max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
-    cache = out.past_key_values.self_attention_cache
+    out = model.generate(**batch(), max_new_tokens=4, do_sample=False, eos_token_id=None, return_dict_in_generate=True)
+    cache = getattr(out, CACHE_FIELD).self_attention_cache
     # prefix + start token + 3 fed-back tokens (the 4th new token is never fed)
     assert cache.get_seq_length() == model.config.num_prefix_tokens + 1 + 3
+
+
+def test_an_assistant_with_the_same_weights_has_its_drafts_accepted(
+    model: LatentReasonerForConditionalGeneration,
+) -> None:
+    """The assistant's cache holds the prefix too, and assisted decoding crops it counting decoder tokens only:
+    `prepare_inputs_for_generation` recomputes a cache cropped into the prefix, so the assistant's drafts stay right
+    and the main model verifies several tokens per forward pass."""
+    inputs = {key: value[:1] for key, value in batch().items()}
+    new = 12
+    settings = {"max_new_tokens": new, "do_sample": False, "eos_token_id": None}
+    assistant = copy.deepcopy(model)
+    calls: list[int] = []
+    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        assisted = model.generate(**inputs, assistant_model=assistant, **settings)
+    finally:
+        handle.remove()
+    assert torch.equal(assisted, model.generate(**inputs, **settings))
+    assert len(calls) <= new // 2, f"{len(calls)} forward passes of the main model for {new} tokens"
 
 
 def test_generate_from_idea_vectors_matches_reading_the_text(model: LatentReasonerForConditionalGeneration) -> None:
@@ -386,8 +534,8 @@ def test_generate_from_idea_vectors_matches_reading_the_text(model: LatentReason
         assert torch.equal(from_text, from_ideas)
     with pytest.raises(ValueError, match="not both"):
         model.generate(input_ids=inputs["input_ids"], idea_vectors=ideas)
-    with pytest.raises(ValueError, match="dynamic cache"):
-        model.generate(**inputs, cache_implementation="static")
+    static = model.generate(idea_vectors=ideas, max_new_tokens=6, cache_implementation="static")
+    assert torch.equal(static, model.generate(idea_vectors=ideas, max_new_tokens=6))
 
 
 def test_interpolation_endpoints(
@@ -417,12 +565,21 @@ def test_interpolation_endpoints(
 # Construction from modules, from pretrained backbones, save / load
 
 
+def causal_lm_state_dict(model: LatentReasonerForConditionalGeneration) -> dict[str, torch.Tensor]:
+    """The decoder's weights under the names of the causal LM it came from (GPT-2: `transformer.*`, `lm_head.*`)."""
+    state = {f"transformer.{name}": tensor for name, tensor in model.model.decoder.state_dict().items()}
+    state.update({f"lm_head.{name}": tensor for name, tensor in model.lm_head.state_dict().items()})
+    return state
+
+
 def test_build_from_modules_and_from_pretrained_backbones(tmp_path: Path) -> None:
     torch.manual_seed(4)
     encoder = BertModel(encoder_config("bert"))
     decoder = GPT2LMHeadModel(decoder_config("gpt2"))
     model = LatentReasonerForConditionalGeneration(encoder=encoder, decoder=decoder)
-    assert model.encoder is encoder and model.decoder is decoder
+    # the causal LM is split: its base model is the decoder of the base model, its head is the model's LM head
+    assert model.model.encoder is encoder and model.model.decoder is decoder.transformer
+    assert model.lm_head is decoder.lm_head and model.lm_head.weight is model.model.decoder.wte.weight
     assert model.config.decoder.n_embd == 48 and model.config.idea_size == 256
 
     encoder.save_pretrained(tmp_path / "encoder")
@@ -435,11 +592,11 @@ def test_build_from_modules_and_from_pretrained_backbones(tmp_path: Path) -> Non
         num_prefix_tokens=2,
     )
     assert loaded.config.decoder._attn_implementation == "eager"
-    assert (loaded.config.idea_size, loaded.prefix_adapter.proj.out_features) == (8, 2 * 48)
+    assert (loaded.config.idea_size, loaded.model.prefix_adapter.proj.out_features) == (8, 2 * 48)
     for name, tensor in encoder.state_dict().items():  # pretrained backbones are not re-initialised
-        assert torch.equal(loaded.encoder.state_dict()[name], tensor), name
+        assert torch.equal(loaded.model.encoder.state_dict()[name], tensor), name
     for name, tensor in decoder.state_dict().items():
-        assert torch.equal(loaded.decoder.state_dict()[name], tensor), name
+        assert torch.equal(causal_lm_state_dict(loaded)[name], tensor), name
     assert {name for name, p in loaded.named_parameters() if p.requires_grad} == mlp_names(loaded)
 
     # a backbone folder holding only a pickled `pytorch_model.bin` is refused, never unpickled
@@ -473,14 +630,15 @@ def test_save_load_round_trip(model: LatentReasonerForConditionalGeneration, sav
     assert weight_files and all(name.endswith(".safetensors") for name in weight_files)
     auto_map = json.loads((saved / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForSeq2SeqLM"].endswith("LatentReasonerForConditionalGeneration")
+    assert auto_map["AutoModel"].endswith("LatentReasonerModel")
 
     keys = weight_keys(saved)
-    assert "decoder.transformer.wte.weight" in keys and "decoder.lm_head.weight" not in keys  # tied: stored once
-    assert any(key.startswith("encoder.") for key in keys) and mlp_names(model) <= keys
+    assert "model.decoder.wte.weight" in keys and "lm_head.weight" not in keys  # tied: stored once
+    assert any(key.startswith("model.encoder.") for key in keys) and mlp_names(model) <= keys
 
     loaded = AutoModelForSeq2SeqLM.from_pretrained(saved)
     assert type(loaded) is LatentReasonerForConditionalGeneration
-    assert loaded.decoder.lm_head.weight is loaded.decoder.transformer.wte.weight  # tied again after loading
+    assert loaded.lm_head.weight is loaded.model.decoder.wte.weight  # tied again after loading
     assert {name for name, p in loaded.named_parameters() if p.requires_grad} == mlp_names(loaded)
 
     inputs = batch()
@@ -507,7 +665,7 @@ def test_loads_and_generates_without_lmforge(
 
         model = AutoModelForSeq2SeqLM.from_pretrained({str(saved)!r}, trust_remote_code=True)
         assert "lmforge" not in type(model).__module__, type(model).__module__
-        trainable = {{name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}}
+        trainable = {{name.split(".")[1] for name, p in model.named_parameters() if p.requires_grad}}
         assert trainable == {{"compression", "middle", "prefix_adapter"}}, trainable
         input_ids = torch.tensor({inputs["input_ids"].tolist()})
         attention_mask = torch.tensor({inputs["attention_mask"].tolist()})
@@ -538,7 +696,8 @@ def test_encoder_outputs_as_tuple_and_errors(model: LatentReasonerForConditional
     inputs = batch()
     decoder_input_ids = torch.randint(4, DECODER_VOCAB, (2, 3))
     reference = model(**inputs, decoder_input_ids=decoder_input_ids).logits
-    encoded = model.encoder(**inputs)
+    assert model.get_encoder() is model.model.encoder and model.get_decoder() is model.model.decoder
+    encoded = model.get_encoder()(**inputs)
     for encoder_outputs in (encoded, (encoded.last_hidden_state,), BaseModelOutput(encoded.last_hidden_state)):
         logits = model(
             attention_mask=inputs["attention_mask"],
@@ -552,3 +711,20 @@ def test_encoder_outputs_as_tuple_and_errors(model: LatentReasonerForConditional
         model(decoder_input_ids=decoder_input_ids)
     with pytest.raises(NotImplementedError, match="separate vocabularies"):
         model.resize_token_embeddings(10)
+    with pytest.raises(ValueError, match="cache does not hold the prefix"):
+        model(decoder_input_ids=decoder_input_ids, **{CACHE_FIELD: DynamicCache()})
+
+
+def test_decoders_whose_head_does_more_than_the_output_embedding_are_refused() -> None:
+    gemma = Gemma2Config(
+        vocab_size=DECODER_VOCAB,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+    )
+    config = LatentReasonerConfig(encoder=encoder_config("bert"), decoder=gemma)
+    with pytest.raises(ValueError, match=r"final_logit_softcapping=30\.0"):  # Gemma 2 soft-caps its logits
+        LatentReasonerForConditionalGeneration(config)

@@ -1,6 +1,8 @@
-"""Aksis: config, forward, training, save/load, generation, tokenizer and remote-code loading."""
+"""Aksis: the transformers model contract (tests/models/contract.py, in-process and as remote code without lmforge),
+then config, forward, training, save/load, generation details, tokenizer and the Aksis cache."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +17,73 @@ from transformers import (
 )
 
 from lmforge.models import AksisConfig, AksisForCausalLM, AksisModel, AksisTokenizer
+from lmforge.models.aksis.modeling_aksis import CACHE_FIELD
 
-from ..conftest import SAMPLE_TEXT, TINY_AKSIS, python_without_lmforge
+from ...conftest import SAMPLE_TEXT, TINY_AKSIS
+from ..contract import CAUSAL_CHECKS, Case, run_in_subprocess, save_case
+
+
+class AksisModelTester:
+    """Tiny Aksis configs and inputs, the way transformers' `<Name>ModelTester` classes build them."""
+
+    def __init__(
+        self,
+        batch_size: int = 3,
+        seq_length: int = 9,
+        vocab_size: int = 99,
+        hidden_size: int = 32,
+        num_hidden_layers: int = 2,
+        num_attention_heads: int = 4,
+        intermediate_size: int = 37,
+        max_position_embeddings: int = 64,
+    ) -> None:
+        self.batch_size = batch_size
+        self.seq_length = seq_length
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.max_position_embeddings = max_position_embeddings
+
+    def get_config(self) -> AksisConfig:
+        return AksisConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            max_position_embeddings=self.max_position_embeddings,
+            hidden_dropout=0.0,
+        )
+
+    def prepare_input_ids(self) -> torch.Tensor:
+        return torch.randint(4, self.vocab_size, (self.batch_size, self.seq_length))  # no special tokens
+
+    def create_and_save_case(self, folder: Path) -> Path:
+        torch.manual_seed(0)
+        model = AksisForCausalLM(self.get_config()).eval()
+        return save_case(model, folder, self.prepare_input_ids())
+
+
+@pytest.fixture(scope="module")
+def case_folder(tmp_path_factory) -> Path:
+    return AksisModelTester().create_and_save_case(tmp_path_factory.mktemp("aksis_contract"))
+
+
+@pytest.fixture(scope="module")
+def remote_results(case_folder) -> dict[str, str]:
+    return run_in_subprocess(case_folder, "causal")
+
+
+@pytest.mark.parametrize("check", list(CAUSAL_CHECKS))
+def test_model_contract(check, case_folder):
+    CAUSAL_CHECKS[check](Case(case_folder, "causal"))
+
+
+@pytest.mark.parametrize("check", list(CAUSAL_CHECKS))
+def test_model_contract_as_remote_code_without_lmforge(check, remote_results):
+    assert remote_results[check] == "ok", remote_results[check]
 
 
 def test_default_config_is_the_reference_size():
@@ -115,18 +182,6 @@ def test_decoding_path_of_the_linear_layers_is_scoped_to_generate(tiny_aksis):
     assert not any("_transposed" in key for key in tiny_aksis.state_dict())
 
 
-def test_eager_and_sdpa_agree(aksis_tokenizer):
-    torch.manual_seed(0)
-    config = AksisConfig(vocab_size=len(aksis_tokenizer), **TINY_AKSIS)
-    eager = AksisForCausalLM._from_config(config, attn_implementation="eager").eval()
-    sdpa = AksisForCausalLM._from_config(config, attn_implementation="sdpa").eval()
-    sdpa.load_state_dict(eager.state_dict())
-    ids = torch.randint(4, config.vocab_size, (2, 12))
-    mask = torch.ones_like(ids)
-    mask[0, :3] = 0  # left padding
-    torch.testing.assert_close(eager(ids, attention_mask=mask).logits, sdpa(ids, attention_mask=mask).logits)
-
-
 def test_context_overflow_is_a_clear_error(tiny_aksis):
     with pytest.raises(ValueError, match="context length"):
         tiny_aksis(torch.ones(1, 65, dtype=torch.long))
@@ -186,15 +241,6 @@ def test_save_load_round_trip_writes_only_safetensors(tmp_path, tiny_aksis, aksi
     assert isinstance(AutoModel.from_pretrained(tmp_path), AksisModel)
 
 
-def test_greedy_generation_same_with_and_without_cache(tiny_aksis):
-    ids = torch.randint(4, tiny_aksis.config.vocab_size, (1, 5))
-    kwargs = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
-    with_cache = tiny_aksis.generate(ids, use_cache=True, **kwargs)
-    without_cache = tiny_aksis.generate(ids, use_cache=False, **kwargs)
-    assert with_cache.shape == (1, 17)
-    assert torch.equal(with_cache, without_cache)
-
-
 def test_batched_left_padded_generation_equals_one_by_one(tiny_aksis, aksis_tokenizer):
     aksis_tokenizer.padding_side = "left"
     prompts = ["First Citizen:", "All:\nSpeak, speak. You are all"]
@@ -245,29 +291,6 @@ def test_reference_tokenizer_has_10000_tokens_plus_4_specials():
     assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3]) == ["<pad>", "<unk>", "<s>", "</s>"]
 
 
-def test_loads_with_trust_remote_code_where_lmforge_is_absent(tmp_path, tiny_aksis, aksis_tokenizer):
-    folder = tmp_path / "model"
-    tiny_aksis.save_pretrained(folder)
-    aksis_tokenizer.save_pretrained(folder)
-    code = f"""
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-try:
-    import lmforge
-    raise SystemExit("lmforge should not be importable here")
-except ImportError:
-    pass
-tok = AutoTokenizer.from_pretrained({str(folder)!r}, trust_remote_code=True)
-model = AutoModelForCausalLM.from_pretrained({str(folder)!r}, trust_remote_code=True)
-assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-out = model.generate(**tok("First Citizen:", return_tensors="pt"), max_new_tokens=5, do_sample=False)
-print("GENERATED", out.shape[1])
-"""
-    result = python_without_lmforge(code, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "GENERATED" in result.stdout
-
-
 def test_aksis_cache_grows_in_place_and_behaves_like_a_dynamic_cache():
     from transformers import DynamicLayer
 
@@ -304,11 +327,11 @@ def test_generate_uses_the_aksis_cache_and_equals_a_plain_dynamic_cache(tiny_aks
     ids = torch.randint(4, tiny_aksis.config.vocab_size, (2, 5))
     kwargs = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": 0}
     out = tiny_aksis.generate(ids, return_dict_in_generate=True, **kwargs)
-    assert isinstance(out.past_key_values, AksisCache)
-    plain = tiny_aksis.generate(ids, past_key_values=DynamicCache(config=tiny_aksis.config), **kwargs)
+    assert isinstance(getattr(out, CACHE_FIELD), AksisCache)
+    plain = tiny_aksis.generate(ids, **{CACHE_FIELD: DynamicCache(config=tiny_aksis.config)}, **kwargs)
     assert torch.equal(out.sequences, plain)
     beams = tiny_aksis.generate(ids, num_beams=3, **kwargs)
     plain_beams = tiny_aksis.generate(
-        ids, num_beams=3, past_key_values=DynamicCache(config=tiny_aksis.config), **kwargs
+        ids, num_beams=3, **{CACHE_FIELD: DynamicCache(config=tiny_aksis.config)}, **kwargs
     )
     assert torch.equal(beams, plain_beams)
