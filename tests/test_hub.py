@@ -329,3 +329,71 @@ def test_recipe_with_push_to_hub_fails_before_training_when_offline(tmp_path: Pa
     with pytest.raises(LmforgeError, match="offline mode is on"):
         run_training(*parse_recipe(recipe))
     assert not (tmp_path / "run").exists()  # nothing was trained or written
+
+
+def test_recipe_with_push_to_hub_pushes_once_at_the_end_with_the_card_and_no_pickle(
+    tmp_path: Path, tiny_text_file: Path, monkeypatch
+) -> None:
+    """push_to_hub: true: the Trainer never uploads (no repository at start, nothing per checkpoint); the run makes
+    one commit at the end, with the lmforge card, without checkpoints or pickles. HfApi is stubbed."""
+    from huggingface_hub import HfApi
+
+    from lmforge.training import parse_recipe, run_training
+
+    calls: list[tuple[str, object]] = []
+
+    def record(name: str):
+        return lambda self, *args, **kwargs: calls.append((name, (args, kwargs)))
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        files = {op.path_in_repo: op.path_or_fileobj for op in operations}
+        calls.append(("create_commit", (repo_id, files)))
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(push_module.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setattr(HfApi, "whoami", lambda self, token=None, **kwargs: {"name": "someone"})
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: calls.append(("create_repo", repo_id)))
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    for name in ("upload_folder", "upload_file", "create_branch"):
+        monkeypatch.setattr(HfApi, name, record(name))
+
+    recipe = {
+        "model_type": "aksis",
+        "tokenizer_vocab_size": 200,
+        "config_overrides": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 64,
+        },
+        "train_file": str(tiny_text_file),
+        "block_size": 32,
+        "output_dir": str(tmp_path / "aksis-pushed"),
+        "max_steps": 4,
+        "save_strategy": "steps",
+        "save_steps": 2,  # two checkpoints, which the default hub_strategy (every_save) would each upload
+        "push_to_hub": True,
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_tqdm": True,
+    }
+    run_training(*parse_recipe(recipe))
+
+    assert [name for name, _ in calls] == ["create_repo", "create_commit"], calls
+    repo_id, files = calls[1][1]
+    assert repo_id == "someone/aksis-pushed"  # hub_model_id defaults to <user>/<output_dir name>
+    assert (tmp_path / "aksis-pushed" / "checkpoint-2").is_dir()  # the checkpoints exist, and stay home
+    assert not any(path.startswith("checkpoint-") for path in files)
+    assert not any(path.endswith((".bin", ".pt", ".pkl", ".pickle")) for path in files)
+    assert "training_args.json" not in files and {"model.safetensors", "config.json", "recipe.yaml"} <= set(files)
+    card = ModelCard(files["README.md"].decode("utf-8"))
+    assert "lmforge" in card.data.to_dict()["tags"] and "someone/aksis-pushed" in card.text
+    assert yaml.safe_load((tmp_path / "aksis-pushed" / "recipe.yaml").read_text())["push_to_hub"] is True
+
+    with pytest.raises(LmforgeError, match="hub_strategy every_save: lmforge pushes once"):
+        run_training(*parse_recipe({**recipe, "hub_strategy": "every_save"}))
+    with pytest.raises(LmforgeError, match="push_to_hub with a peft: section"):
+        run_training(*parse_recipe({**recipe, "peft": {"r": 2}}))
+    assert len(calls) == 2

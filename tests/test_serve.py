@@ -14,9 +14,13 @@ import pytest
 import torch
 from huggingface_hub import InferenceClient, constants
 
-from lmforge.serve import CancelledCriteria, ChatModel, ServeSettings, create_server, parse_chat_request
+from lmforge.inference import CancelledCriteria, GenerationSettings, TextGenerator
+from lmforge.models import SPECS
+from lmforge.serve import ChatModel, LmforgeHTTPServer, ServeSettings, create_server, parse_chat_request
 
-from .saved_models import save_ae_llm
+from .saved_models import PROMPTS, reference_text, save_ae_llm
+
+ARCHITECTURES = ["aksis", "char_transformer", "ae_llm", "latent_reasoner"]
 
 MESSAGES = [{"role": "user", "content": "First Citizen:"}]
 
@@ -268,3 +272,40 @@ def test_cli_serve_and_demo_errors_are_one_line(trained_aksis_dir: Path, server,
         assert main(argv) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and words in errors[0], (argv, errors)
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_lmforge_serve_on_each_architecture(model_type: str, tiny_model_dirs: dict, monkeypatch, capsys) -> None:
+    """`lmforge serve` as run from the command line, on a tiny saved model of each architecture: one plain and one
+    streamed chat completion, then Ctrl-C."""
+    from lmforge.cli.main import main
+
+    folder, prompt = tiny_model_dirs[model_type], PROMPTS[model_type]
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": prompt}]
+    body = {"messages": messages, "max_tokens": 6, "temperature": 0}
+    answers: dict[str, str] = {}
+    serve_forever = LmforgeHTTPServer.serve_forever
+
+    def answer_two_requests_then_ctrl_c(self: LmforgeHTTPServer, poll_interval: float = 0.5) -> None:
+        thread = threading.Thread(target=serve_forever, args=(self, 0.05), daemon=True)
+        thread.start()
+        try:
+            answers["plain"] = request(self, "POST", "/v1/chat/completions", body)[2]
+            answers["stream"] = request(self, "POST", "/v1/chat/completions", {**body, "stream": True})[2]
+        finally:
+            self.shutdown()
+            thread.join(timeout=30)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LmforgeHTTPServer, "serve_forever", answer_two_requests_then_ctrl_c)
+    assert main(["serve", "--model-path", str(folder), "--port", "0"]) == 0
+    assert "on http://127.0.0.1:" in capsys.readouterr().out
+    content = json.loads(answers["plain"])["choices"][0]["message"]["content"]
+    if SPECS[model_type].prompt_style == "answer":  # the last user message, read as in training
+        assert content == reference_text(model_type, folder, prompt, 6)
+    else:  # the conversation, through the chat template
+        generator = TextGenerator.from_pretrained(folder)
+        assert content == generator.chat(messages, GenerationSettings(max_new_tokens=6, do_sample=False)).text
+    chunks = events(answers["stream"])
+    assert chunks[-1] == "[DONE]"
+    assert "".join(chunk["choices"][0]["delta"].get("content", "") for chunk in chunks[:-1]) == content

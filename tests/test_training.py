@@ -12,7 +12,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import LmforgeError
-from lmforge.cli.quickstart import QUICKSTART_RECIPE
+from lmforge.cli.quickstart import quickstart_recipe_path
 from lmforge.training import apply_overrides, load_recipe, parse_recipe, read_recipe, run_training
 
 from .conftest import REPO_ROOT, TINY_AKSIS
@@ -57,8 +57,72 @@ def test_every_shipped_recipe_parses():
         assert model_args.model_type and training_args.output_dir
 
 
-def test_quickstart_recipe_is_the_shakespeare_recipe():
-    assert read_recipe(RECIPES / "aksis" / "shakespeare.yaml") == QUICKSTART_RECIPE
+def test_quickstart_reads_the_shakespeare_recipe_from_the_package():
+    # recipes/ installs as lmforge.recipes: the quickstart reads the file itself, there is no copy to keep in step.
+    path = quickstart_recipe_path()
+    assert path.samefile(RECIPES / "aksis" / "shakespeare.yaml")
+    model_args, data_args, training_args = load_recipe(path, ["--max_steps", "5"], {"output_dir": "x"})
+    assert (model_args.model_type, data_args.block_size, training_args.max_steps) == ("aksis", 128, 5)
+    assert training_args.output_dir == "x"
+    with pytest.warns(FutureWarning, match="quickstart_recipe_path"):
+        from lmforge.cli.quickstart import QUICKSTART_RECIPE
+    assert read_recipe(path) == QUICKSTART_RECIPE
+
+
+def test_pyproject_installs_the_recipes_as_package_data():
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert setuptools["package-dir"]["lmforge.recipes"] == "recipes"
+    assert "lmforge.recipes" in setuptools["packages"] and "lmforge.studies" in setuptools["packages"]
+    assert "*/*.yaml" in setuptools["package-data"]["lmforge.recipes"]
+
+
+def test_one_recipe_parser_for_every_entry_point(tmp_path, tiny_text_file):
+    """`load_recipe`: file < command-line settings < --key value overrides; model_type from the saved model;
+    one default output_dir rule."""
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"train_file": str(tiny_text_file), "max_steps": 3, "output_dir": "a"}))
+    model_args, _, training_args = load_recipe(path, ["--output-dir", "c"], {"output_dir": "b"})
+    assert (training_args.output_dir, training_args.max_steps) == ("c", 3)
+    assert model_args.model_type == "aksis"  # the registry's first architecture, when nothing names one
+    model_args, _, training_args = load_recipe(None, [], {"train_file": str(tiny_text_file), "model_type": None})
+    assert training_args.output_dir == "outputs/aksis" and training_args.hub_strategy == "end"
+    with pytest.raises(LmforgeError, match="fine-tuning starts from a saved model"):
+        load_recipe(path, from_saved_model=True)
+
+
+def test_model_type_and_output_dir_come_from_the_saved_model(tmp_path, trained_char_dir):
+    recipe = {"model_name_or_path": str(trained_char_dir)}
+    model_args, _, training_args = parse_recipe(recipe)
+    assert model_args.model_type == "char_transformer"
+    assert training_args.output_dir == "outputs/char_transformer-finetuned"
+    with pytest.raises(LmforgeError, match="model_type aksis does not match the saved model's"):
+        parse_recipe({**recipe, "model_type": "aksis"})
+
+
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ({"training_phase": "autoencoder"}, "unknown key 'training_phase' for model_type aksis .*question_answering"),
+        ({"model_type": "ae_llm", "block_size": 64}, "unknown key 'block_size' for model_type ae_llm .*causal_lm"),
+        ({"model_type": "aksis", "decoder_gguf_file": "x.gguf"}, "a key of summarization recipes: latent_reasoner"),
+        ({"model_type": "latent_reasoner", "qa_input": "question"}, "unknown key 'qa_input'"),
+    ],
+)
+def test_task_keys_are_refused_for_other_tasks(recipe, message):
+    with pytest.raises(LmforgeError, match=message):
+        parse_recipe(recipe)
+
+
+def test_task_arguments_come_from_the_spec_task():
+    from lmforge.training.qa import QuestionAnsweringModelArguments
+    from lmforge.training.summarization import SummarizationModelArguments
+
+    model_args, data_args, _ = parse_recipe({"model_type": "ae_llm", "training_phase": "autoencoder"})
+    assert isinstance(model_args, QuestionAnsweringModelArguments) and model_args.training_phase == "autoencoder"
+    assert data_args.qa_input == "question" and not hasattr(data_args, "block_size")
+    model_args, data_args, _ = parse_recipe({"model_type": "latent_reasoner", "decoder_gguf_file": "x.gguf"})
+    assert isinstance(model_args, SummarizationModelArguments) and data_args.max_source_length is None
 
 
 def test_overrides_parse_yaml_scalars_and_nested_keys():
@@ -132,9 +196,11 @@ def test_training_run_lowers_loss_and_saves_a_loadable_model(trained_aksis_dir):
     eval_results = json.loads((trained_aksis_dir / "eval_results.json").read_text())
     assert eval_results["eval_perplexity"] == pytest.approx(torch.tensor(eval_results["eval_loss"]).exp().item())
     assert (trained_aksis_dir / "model.safetensors").is_file()
-    assert not list(trained_aksis_dir.glob("*.bin")) or [p.name for p in trained_aksis_dir.glob("*.bin")] == [
-        "training_args.bin"
-    ]
+    # No pickle anywhere: the training arguments are JSON, next to the model and in every checkpoint.
+    assert not list(trained_aksis_dir.rglob("*.bin"))
+    for folder in [trained_aksis_dir, *trained_aksis_dir.glob("checkpoint-*")]:
+        args = json.loads((folder / "training_args.json").read_text())
+        assert args["max_steps"] == 30 and args["hub_token"] in (None, "<HUB_TOKEN>")
     assert "step 30/30" in (trained_aksis_dir / "train.log").read_text()
     recipe = yaml.safe_load((trained_aksis_dir / "recipe.yaml").read_text())
     assert recipe["model_type"] == "aksis" and recipe["max_steps"] == 30
@@ -172,6 +238,7 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path, tiny_te
     (crashed / "checkpoint-12").mkdir()  # a save cut short: no trainer_state.json, must be skipped
     (crashed / "checkpoint-12" / "model.safetensors").write_bytes(b"partial")
     run_training(*parse_recipe(tiny_recipe(tiny_text_file, crashed, resume_from_checkpoint="auto")))
+    assert not list(crashed.rglob("*.bin")) and (crashed / "checkpoint-12" / "training_args.json").is_file()
     a = AutoModelForCausalLM.from_pretrained(full).state_dict()
     b = AutoModelForCausalLM.from_pretrained(crashed).state_dict()
     for name in a:
@@ -256,7 +323,9 @@ def test_char_training_run_lowers_loss_and_saves_a_loadable_model(trained_char_d
     assert (trained_char_dir / "model.safetensors").is_file() and (trained_char_dir / "vocab.json").is_file()
     model = AutoModelForCausalLM.from_pretrained(trained_char_dir)
     tokenizer = AutoTokenizer.from_pretrained(trained_char_dir)
-    assert type(model).__name__ == "CharTransformerForCausalLM" and type(tokenizer).__name__ == "CharTokenizer"
+    assert (
+        type(model).__name__ == "CharTransformerForCausalLM" and type(tokenizer).__name__ == "CharTransformerTokenizer"
+    )
     assert tokenizer.model_max_length == model.config.max_position_embeddings == 64
     assert model.config.vocab_size == len(tokenizer)
     eval_results = json.loads((trained_char_dir / "eval_results.json").read_text())

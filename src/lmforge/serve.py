@@ -7,9 +7,9 @@
 Endpoints: `POST /v1/chat/completions` (`messages`, `max_tokens` / `max_completion_tokens`, `temperature`, `top_p`,
 `stream` with OpenAI's server-sent event chunks), `GET /v1/models`, `GET /health`, and `POST /load_model`, which
 `transformers chat MODEL http://HOST:PORT` calls before chatting (the model is loaded at start-up, so it only answers
-"ready"). A causal model (Aksis, CharTransformer) reads the conversation through its tokenizer's chat template (a
-plain `role: content` template when it has none); a sequence-to-sequence model (AE-LLM, LatentReasoner) reads the
-last user message.
+"ready"). Answers come from the inference layer (`lmforge.inference`), as in `lmforge chat`: a causal model (Aksis,
+CharTransformer) reads the conversation through its tokenizer's chat template (a plain `role: content` template when
+it has none); a sequence-to-sequence model (AE-LLM, LatentReasoner) reads the last user message.
 
 Why not `transformers serve`: in transformers 5.23 it looks the model class up by name in the `transformers`
 namespace (`getattr(transformers, config.architectures[0])`), so a model whose code ships with it
@@ -35,12 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
-from .cli.chat import PLAIN_CHAT_TEMPLATE
 from .errors import LmforgeError
-from .generation import build_generation_config, load_model_and_tokenizer
+from .inference import CancelledCriteria, Completion, GenerationSettings, TextGenerator
 
 logger = logging.getLogger("lmforge.serve")
 
@@ -194,120 +190,40 @@ def parse_chat_request(body: Any, settings: ServeSettings) -> ChatRequest:
     )
 
 
-class CancelledCriteria(StoppingCriteria):
-    """Stops `generate` once `event` is set (the streaming client went away)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-@dataclass
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
-
-
 class ChatModel:
-    """A loaded model answering chat messages, from a prompt built the way `lmforge chat` builds it."""
+    """A loaded model answering chat messages through the inference layer (`lmforge.inference.TextGenerator.chat`),
+    as `lmforge chat` does."""
 
     def __init__(self, model_path: str | Path, model_id: str | None = None) -> None:
-        self.model, tokenizer = load_model_and_tokenizer(model_path)
-        self.tokenizer: Any = tokenizer
-        config: Any = self.model.config
+        self.generator = TextGenerator.from_pretrained(model_path)
         self.model_id = model_id or Path(model_path).resolve().name
-        self.causal = not config.is_encoder_decoder
-        self.context = getattr(config, "max_position_embeddings", None)
         self.created = int(time.time())
-        self.chat_template = getattr(self.tokenizer, "chat_template", None) or PLAIN_CHAT_TEMPLATE
+
+    @property
+    def model(self) -> Any:
+        return self.generator.model
 
     def check(self, request: ChatRequest) -> None:
         """Refuse, before anything is sent, a request this model cannot answer."""
-        if not self.causal and not any(m["role"] == "user" for m in request.messages):
-            raise RequestError(422, "a sequence-to-sequence model answers the last user message; none was given")
+        try:
+            self.generator.check_chat(request.messages)
+        except LmforgeError as err:
+            raise RequestError(422, str(err), param="messages") from None
 
-    def inputs(self, request: ChatRequest) -> tuple[dict[str, torch.Tensor], int]:
-        """Model inputs for the request, and the number of new tokens (clamped to the context)."""
-        max_tokens = request.max_tokens
-        if self.causal:
-            encoded: Any = self.tokenizer.apply_chat_template(
-                request.messages,
-                chat_template=self.chat_template,
-                add_generation_prompt=True,
-                return_tensors="pt",
-                return_dict=True,
-            )
-            input_ids = encoded["input_ids"]
-            if self.context:
-                room = self.context - input_ids.shape[1]
-                # Keep the whole prompt when it leaves room; else half the context for the answer, and the most
-                # recent part of the conversation for the rest.
-                max_tokens = min(max_tokens, room if room >= 1 else max(1, self.context // 2))
-                input_ids = input_ids[:, -(self.context - max_tokens) :]
-            return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}, max_tokens
-        self.check(request)
-        question = next(m["content"] for m in reversed(request.messages) if m["role"] == "user")
-        if self.context:
-            max_tokens = min(max_tokens, self.context)
-        encoded = self.tokenizer(question, return_tensors="pt", truncation=True, max_length=self.context)
-        return {k: encoded[k] for k in ("input_ids", "attention_mask") if k in encoded}, max_tokens
-
-    def _generate(
-        self, request: ChatRequest, streamer: Any = None, cancel: threading.Event | None = None
-    ) -> Completion:
-        inputs, max_tokens = self.inputs(request)
-        config = build_generation_config(self.model, max_new_tokens=max_tokens, **request.sampling)
-        if config.pad_token_id is None:
-            config.pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
-        stopping = StoppingCriteriaList([CancelledCriteria(cancel)]) if cancel is not None else None
-        generate: Any = self.model.generate
-        with torch.no_grad():
-            output = generate(
-                **{k: v.to(self.model.device) for k, v in inputs.items()},
-                generation_config=config,
-                streamer=streamer,
-                stopping_criteria=stopping,
-            )
-        new_tokens = output[0, inputs["input_ids"].shape[1] :] if self.causal else output[0, 1:]  # seq2seq: no start
-        eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
-        stopped = len(new_tokens) > 0 and int(new_tokens[-1]) in eos
-        finish = "length" if len(new_tokens) >= max_tokens and not stopped else "stop"
-        text = str(self.tokenizer.decode(new_tokens, skip_special_tokens=True))
-        return Completion(text, int(inputs["input_ids"].shape[1]), len(new_tokens), finish)
+    @staticmethod
+    def settings(request: ChatRequest) -> GenerationSettings:
+        return GenerationSettings(max_new_tokens=request.max_tokens, **request.sampling)
 
     def complete(self, request: ChatRequest) -> Completion:
-        return self._generate(request)
+        self.check(request)
+        return self.generator.chat(request.messages, self.settings(request))
 
     def stream(self, request: ChatRequest, cancel: threading.Event) -> Generator[str | Completion, None, None]:
         """Yield the text as it comes, then the finished `Completion`; `cancel` stops the generation."""
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-        result: list[Completion] = []
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                result.append(self._generate(request, streamer=streamer, cancel=cancel))
-            except BaseException as err:
-                errors.append(err)
-                streamer.end()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        try:
-            for piece in streamer:
-                if piece:
-                    yield piece
-        finally:
-            if thread.is_alive():
-                cancel.set()
-            thread.join()
-        if errors:
-            raise errors[0]
-        yield result[0]
+        self.check(request)
+        pieces = self.generator.stream(settings=self.settings(request), messages=request.messages, cancel=cancel)
+        yield from pieces
+        yield pieces.completion
 
 
 class ServeApp:
@@ -537,8 +453,10 @@ def create_server(
 
 
 __all__ = [
+    "CancelledCriteria",
     "ChatModel",
     "ChatRequest",
+    "Completion",
     "RequestError",
     "ServeApp",
     "ServeSettings",

@@ -1,36 +1,28 @@
-"""`lmforge chat`: an interactive loop over the tokenizer's chat template, streaming tokens with `TextStreamer`."""
+"""`lmforge chat`: an interactive loop over the inference layer's `chat`, printing the answer as it is generated.
 
-import argparse
+How a conversation becomes the model's input is `lmforge.inference`'s: a decoder reads it through its chat template
+(a plain "role: text" one when the tokenizer has none), an encoder-decoder answers the last message alone.
+"""
+
 import sys
+import warnings
 from typing import Any
 
-import torch
-from transformers import TextStreamer
+from .. import inference
+from ..inference import GenerationSettings, TextGenerator
 
-from ..generation import build_generation_config, load_model_and_tokenizer
-
-# Used when a tokenizer has no chat template of its own (e.g. a character-level one).
-PLAIN_CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'] + ': ' + message['content'] + '\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
-)
 HELP = "Type a message and press Enter. /reset clears the conversation, /exit quits."
+ANSWER_NOTE = "This model answers each message on its own (it reads the last message, not the conversation)."
 
 
-def run_chat(args: argparse.Namespace) -> int:
-    from .main import _generation_kwargs
-
-    model, tokenizer = load_model_and_tokenizer(args.model_path)
-    template = tokenizer.chat_template or PLAIN_CHAT_TEMPLATE
-    context = int(getattr(model.config, "max_position_embeddings", 1 << 30))
-    generation_config = build_generation_config(model, max_new_tokens=args.max_new_tokens, **_generation_kwargs(args))
-    if generation_config.pad_token_id is None:
-        generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
-    system = [{"role": "system", "content": args.system}] if args.system else []
-    history: list[dict[str, str]] = list(system)
-    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+def run_chat(generator: TextGenerator, settings: GenerationSettings, system: str | None = None) -> int:
+    """Read messages from stdin until /exit or the end of input; print each answer as it is generated."""
+    first: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    history = list(first)
     interactive = sys.stdin.isatty()
     print(HELP, flush=True)
+    if generator.prompt_style == "answer":
+        print(ANSWER_NOTE, flush=True)
     while True:
         if interactive:
             print("you> ", end="", flush=True)
@@ -43,31 +35,29 @@ def run_chat(args: argparse.Namespace) -> int:
         if message == "/exit":
             break
         if message == "/reset":
-            history = list(system)
+            history = list(first)
             print("(conversation cleared)", flush=True)
             continue
         history.append({"role": "user", "content": message})
-        encoded: Any = tokenizer.apply_chat_template(
-            history, chat_template=template, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-        input_ids = encoded["input_ids"]
-        # Keep the most recent turns that fit in the context with room for the answer.
-        room = max(1, context - args.max_new_tokens)
-        input_ids = input_ids[:, -room:].to(model.device)
-        if args.seed is not None:
-            torch.manual_seed(args.seed)
+        answer = generator.stream(settings=settings, messages=history)
         print("model> ", end="", flush=True)
-        generate: Any = model.generate
-        with torch.no_grad():
-            output = generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                generation_config=generation_config,
-                streamer=streamer,
-            )
-        reply = str(tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)).strip()
+        for piece in answer:
+            print(piece, end="", flush=True)
+        print(flush=True)
+        reply = answer.completion.text.strip() if answer.completion is not None else ""
         history.append({"role": "assistant", "content": reply})
     return 0
 
 
-__all__ = ["PLAIN_CHAT_TEMPLATE", "run_chat"]
+def __getattr__(name: str) -> Any:
+    if name == "PLAIN_CHAT_TEMPLATE":  # moved in lmforge 0.1; this alias goes in the next release
+        warnings.warn(
+            "lmforge.cli.chat.PLAIN_CHAT_TEMPLATE is deprecated: use lmforge.inference.PLAIN_CHAT_TEMPLATE",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return inference.PLAIN_CHAT_TEMPLATE
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["run_chat"]

@@ -12,17 +12,24 @@
     lmforge demo --model-path DIR                    a web page (gradio)
 
 Every error the user can fix is printed as one line starting with `error:`, with exit code 1.
+
+The character model's seed script spelled its options with underscores; they are aliases here: `--input_file`
+(`--input-file`), `--model_path` (`--model-path`), `--num_tokens` (`--max-new-tokens`). Its `--seed "start text"`
+was the text to continue: `lmforge generate --seed` takes a whole number as the random seed and any other text as
+the start text (the prompt, as `--prompt`); to continue a text that is a number, use `--prompt`.
 """
 
 import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import LmforgeError
 from .share import add_share_commands
+
+if TYPE_CHECKING:
+    from ..inference import GenerationSettings
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
 
@@ -44,17 +51,38 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _add_generation_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-path", required=True, help="A saved model folder (the output_dir of a run).")
+def _seed_or_text(value: str) -> int | str:
+    """`--seed` of `lmforge generate`: a whole number is the random seed; any other text is the start text (the
+    character model's `--seed "ROMEO:"`), which `main` moves to `--prompt`."""
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def _add_generation_options(parser: argparse.ArgumentParser, seed_text: bool = False) -> None:
+    parser.add_argument(
+        "--model-path", "--model_path", required=True, help="A saved model folder (the output_dir of a run)."
+    )
     parser.add_argument(
         "--max-new-tokens",
         "--num-tokens",
+        "--num_tokens",
         dest="max_new_tokens",
         type=_positive_int,
         default=100,
         help="How many new tokens to generate (default 100).",
     )
-    parser.add_argument("--seed", type=int, default=None, help="Random seed, for reproducible sampling.")
+    if seed_text:
+        parser.add_argument(
+            "--seed",
+            type=_seed_or_text,
+            default=None,
+            help="Random seed, for reproducible sampling; text that is not a whole number is the start text instead "
+            "(as --prompt).",
+        )
+    else:
+        parser.add_argument("--seed", type=int, default=None, help="Random seed, for reproducible sampling.")
     parser.add_argument("--do-sample", action="store_true", help="Sample instead of greedy decoding.")
     parser.add_argument("--temperature", type=float, default=None, help="Sampling temperature (implies sampling).")
     parser.add_argument("--top-k", type=int, default=None, help="Sample from the k most likely tokens.")
@@ -63,73 +91,52 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repetition-penalty", type=float, default=None, help="Penalty on repeated tokens (>1).")
 
 
-def _generation_kwargs(args: argparse.Namespace) -> dict[str, object]:
+def generation_settings(args: argparse.Namespace) -> "GenerationSettings":
+    """The `GenerationSettings` of the generation options (`--temperature`, `--top-k` or `--top-p` imply sampling)."""
+    from ..inference import GenerationSettings
+
     sampling = args.do_sample or any(v is not None for v in (args.temperature, args.top_k, args.top_p))
-    return {
-        "do_sample": sampling,
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "num_beams": args.num_beams,
-        "repetition_penalty": args.repetition_penalty,
-    }
+    return GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=sampling,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        num_beams=args.num_beams,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )
+
+
+def _recipe_path(extra: list[str]) -> str | None:
+    """The recipe is the first word after the command (argparse cannot tell it from the value of a --key override)."""
+    return extra.pop(0) if extra and not extra[0].startswith("-") else None
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from ..training import apply_overrides, parse_recipe, read_recipe, run_training
+    from ..training import load_recipe, run_training
 
-    # The recipe is the first word after `train` (argparse cannot tell it from the value of a --key override).
-    recipe_path = extra.pop(0) if extra and not extra[0].startswith("-") else None
-    if recipe_path:
-        recipe = read_recipe(recipe_path)
-        source = f"recipe {recipe_path}"
-    else:
-        if not args.input_file:
-            raise LmforgeError("give a recipe (lmforge train RECIPE.yaml) or --input-file FILE")
-        recipe = {"train_file": args.input_file} | ({"model_type": args.model} if args.model else {})
-        source = "command line"
-    if args.model and recipe_path:
-        recipe["model_type"] = args.model
-    if args.input_file and recipe_path:
-        recipe["train_file"] = args.input_file
-    if args.output_dir:
-        recipe["output_dir"] = args.output_dir
-    recipe.setdefault("output_dir", f"outputs/{recipe.get('model_type', 'aksis')}")
-    recipe.setdefault("report_to", "none")
-    if args.resume:
-        recipe["resume_from_checkpoint"] = args.resume
-    model_args, data_args, training_args = parse_recipe(apply_overrides(recipe, extra), source=source)
-    run_training(model_args, data_args, training_args)
+    recipe_path = _recipe_path(extra)
+    if recipe_path is None and not args.input_file:
+        raise LmforgeError("give a recipe (lmforge train RECIPE.yaml) or --input-file FILE")
+    settings = {
+        "model_type": args.model,
+        "train_file": args.input_file,
+        "output_dir": args.output_dir,
+        "resume_from_checkpoint": args.resume,
+    }
+    run_training(*load_recipe(recipe_path, extra, settings))
     return 0
 
 
 def cmd_finetune(args: argparse.Namespace, extra: list[str]) -> int:
-    from ..generation import read_model_type
-    from ..training import apply_overrides, parse_recipe, read_recipe, run_training
+    from ..training import load_recipe, run_training
 
-    recipe_path = extra.pop(0) if extra and not extra[0].startswith("-") else None
+    recipe_path = _recipe_path(extra)
     if not recipe_path:
         raise LmforgeError("give a recipe: lmforge finetune RECIPE.yaml (with model_name_or_path and a peft: section)")
-    recipe = read_recipe(recipe_path)
-    if args.model_path:
-        recipe["model_name_or_path"] = args.model_path
-    if args.output_dir:
-        recipe["output_dir"] = args.output_dir
-    recipe = apply_overrides(recipe, extra)
-    base = recipe.get("model_name_or_path")
-    if not base:
-        raise LmforgeError(
-            f"recipe {recipe_path}: fine-tuning starts from a saved model; set model_name_or_path (or --model-path)"
-        )
-    base_type = read_model_type(base) if Path(str(base)).is_dir() else None
-    if base_type and recipe.setdefault("model_type", base_type) != base_type:
-        raise LmforgeError(
-            f"recipe {recipe_path}: model_type {recipe['model_type']} does not match the saved model's ({base_type}) "
-            f"in {base}"
-        )
-    recipe.setdefault("output_dir", f"outputs/{recipe.get('model_type', 'aksis')}-finetuned")
-    recipe.setdefault("report_to", "none")
-    model_args, data_args, training_args = parse_recipe(recipe, source=f"recipe {recipe_path}")
+    settings = {"model_name_or_path": args.model_path, "output_dir": args.output_dir}
+    model_args, data_args, training_args = load_recipe(recipe_path, extra, settings, from_saved_model=True)
     if model_args.peft is None:
         print("No peft section in the recipe: full fine-tuning (every weight trains)", file=sys.stderr)
     run_training(model_args, data_args, training_args)
@@ -137,9 +144,9 @@ def cmd_finetune(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_forgetting(args: argparse.Namespace, extra: list[str]) -> int:
-    from ..training.forgetting import load_study, run_study
+    from ..studies.forgetting import load_study, run_study
 
-    recipe_path = extra.pop(0) if extra and not extra[0].startswith("-") else None
+    recipe_path = _recipe_path(extra)
     if not recipe_path:
         raise LmforgeError("give a study recipe: lmforge forgetting RECIPE.yaml (see recipes/aksis/forgetting.yaml)")
     study = load_study(recipe_path, extra, output_dir=args.output_dir)
@@ -149,45 +156,35 @@ def cmd_forgetting(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
-    from ..generation import generate_interpolated_text, generate_text, load_model_and_tokenizer
+    from ..inference import TextGenerator
 
     if args.alpha is not None and args.interpolate_with is None:
         raise LmforgeError("--alpha is the weight of --interpolate-with TEXT_B; give both")
-    model, tokenizer = load_model_and_tokenizer(args.model_path)
+    generator = TextGenerator.from_pretrained(args.model_path)
+    settings = generation_settings(args)
     if args.interpolate_with is not None:
         alpha = 0.5 if args.alpha is None else args.alpha
-        print(
-            generate_interpolated_text(
-                model,
-                tokenizer,
-                args.prompt,
-                args.interpolate_with,
-                alpha,
-                max_new_tokens=args.max_new_tokens,
-                seed=args.seed,
-                **_generation_kwargs(args),
-            )
-        )
+        print(generator.interpolate(args.prompt, args.interpolate_with, alpha, settings))
         return 0
-    text = generate_text(
-        model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, seed=args.seed, **_generation_kwargs(args)
-    )
-    print(args.prompt + text if not model.config.is_encoder_decoder else text)
+    text = generator.generate(args.prompt, settings)
+    print(args.prompt + text if generator.prompt_style == "continue" else text)
     return 0
 
 
 def cmd_chat(args: argparse.Namespace, extra: list[str]) -> int:
+    from ..inference import TextGenerator
     from .chat import run_chat
 
-    return run_chat(args)
+    generator = TextGenerator.from_pretrained(args.model_path)
+    return run_chat(generator, generation_settings(args), system=args.system)
 
 
 def cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     from ..data import read_text_file
     from ..evaluation import sliding_window_perplexity
-    from ..generation import load_model_and_tokenizer
+    from ..loading import load_model_and_processor
 
-    model, tokenizer = load_model_and_tokenizer(args.model_path)
+    model, tokenizer = load_model_and_processor(args.model_path)
     text = read_text_file(args.input_file)
     result = sliding_window_perplexity(
         model, tokenizer, [text], max_length=args.max_length, stride=args.stride, show_progress=True
@@ -218,8 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train from a YAML recipe (see recipes/), given first, or from one text file with --input-file. "
         "Any recipe key can follow as --key value, e.g. --max_steps 200 --config_overrides.hidden_size 128.",
     )
-    p.add_argument("--model", default=None, help="Model type: aksis, char_transformer, ae_llm, latent_reasoner.")
-    p.add_argument("--input-file", default=None, help="Train on this UTF-8 text file (90%% train / 10%% validation).")
+    p.add_argument("--model", default=None, help="Model type (a key of lmforge.models.SPECS); sets model_type.")
+    p.add_argument(
+        "--input-file",
+        "--input_file",
+        default=None,
+        help="Train on this UTF-8 text file (90%% train / 10%% validation).",
+    )
     p.add_argument("--output-dir", default=None, help="Where checkpoints and the final model go.")
     p.add_argument(
         "--resume",
@@ -240,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
         "only a LoRA adapter trains and output_dir holds the adapter (adapter_model.safetensors). Any recipe key can "
         "follow as --key value, e.g. --peft.r 16 --max_steps 200.",
     )
-    p.add_argument("--model-path", default=None, help="The saved base model (sets model_name_or_path).")
+    p.add_argument(
+        "--model-path", "--model_path", default=None, help="The saved base model (sets model_name_or_path)."
+    )
     p.add_argument("--output-dir", default=None, help="Where checkpoints and the adapter (or model) go.")
     p.set_defaults(handler=cmd_finetune)
 
@@ -256,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_forgetting)
 
     p = sub.add_parser("generate", help="Generate text from a saved model.")
-    _add_generation_options(p)
+    _add_generation_options(p, seed_text=True)
     p.add_argument("--prompt", default="", help="The text to continue (or the question / dialogue to answer).")
     p.add_argument(
         "--interpolate-with",
@@ -275,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_chat)
 
     p = sub.add_parser("evaluate", help="Sliding-window perplexity of a saved model on a text file.")
-    p.add_argument("--model-path", required=True, help="A saved model folder.")
-    p.add_argument("--input-file", required=True, help="A UTF-8 text file to score.")
+    p.add_argument("--model-path", "--model_path", required=True, help="A saved model folder.")
+    p.add_argument("--input-file", "--input_file", required=True, help="A UTF-8 text file to score.")
     p.add_argument("--max-length", type=_positive_int, default=None, help="Window length (default: the context).")
     p.add_argument("--stride", type=_positive_int, default=None, help="Window step (default: half the window).")
     p.set_defaults(handler=cmd_evaluate)
@@ -293,6 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if extra and args.command not in ("train", "finetune", "forgetting", "quickstart"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if isinstance(getattr(args, "seed", None), str):  # `--seed "start text"`: the start text, not a seed
+        if args.prompt:
+            parser.error("give the start text once: --prompt TEXT or --seed TEXT (a whole number is the random seed)")
+        args.prompt, args.seed = args.seed, None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return int(args.handler(args, extra))

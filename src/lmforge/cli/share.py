@@ -79,7 +79,9 @@ def add_share_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
         "the folder loads with trust_remote_code, and upload it as one commit. --dry-run writes the exact folder "
         "that would be uploaded instead (no token or network needed).",
     )
-    p.add_argument("--model-path", required=True, help="A saved model folder (the output_dir of a run).")
+    p.add_argument(
+        "--model-path", "--model_path", required=True, help="A saved model folder (the output_dir of a run)."
+    )
     p.add_argument("--repo-id", required=True, help="The model repository, USER/NAME.")
     p.add_argument("--private", action="store_true", help="Create the repositories as private.")
     p.add_argument("--dry-run", action="store_true", help="Write what would be uploaded to a folder; send nothing.")
@@ -94,7 +96,7 @@ def add_share_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
         description="POST /v1/chat/completions (messages, max_tokens, temperature, top_p, stream), GET /v1/models, "
         "GET /health. Also answers `transformers chat MODEL http://HOST:PORT`.",
     )
-    p.add_argument("--model-path", required=True, help="A saved model folder.")
+    p.add_argument("--model-path", "--model_path", required=True, help="A saved model folder.")
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1, this machine only).")
     p.add_argument("--port", type=int, default=8000, help="Port (default 8000; 0 picks a free one).")
     p.add_argument("--model-id", default=None, help="The model name the API reports (default: the folder's name).")
@@ -105,7 +107,7 @@ def add_share_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("demo", help="A web page (Gradio) to try a saved model: prompt, sampling, streamed output.")
-    p.add_argument("--model-path", required=True, help="A saved model folder.")
+    p.add_argument("--model-path", "--model_path", required=True, help="A saved model folder.")
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
     p.add_argument("--port", type=int, default=7860, help="Port (default 7860).")
     p.set_defaults(handler=cmd_demo)

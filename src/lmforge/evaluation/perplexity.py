@@ -40,7 +40,15 @@ def sliding_window_perplexity(
     stride: int | None = None,
     show_progress: bool = False,
 ) -> PerplexityResult:
-    """Perplexity of `model` on `texts`; `max_length` defaults to the model's context, `stride` to half of it."""
+    """Perplexity of `model` on `texts`; `max_length` defaults to the model's context, `stride` to half of it.
+
+    Only a causal language model has a perplexity over a text: an encoder-decoder model (AE-LLM, LatentReasoner)
+    gets a one-line `LmforgeError`."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise LmforgeError(
+            f"perplexity over a text needs a causal language model (one that continues text); a "
+            f"{model.config.model_type} model is an encoder-decoder that answers its input"
+        )
     max_length = max_length or int(getattr(model.config, "max_position_embeddings", 1024))
     stride = stride or max(1, max_length // 2)
     if stride > max_length:

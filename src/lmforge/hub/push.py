@@ -26,7 +26,7 @@ from .remote_code import remote_code_updates
 # Files of a run folder that never go to the Hub: pickled files (lmforge shares weights as safetensors only, and
 # training_args.bin is a pickle), the optimizer state, and the card (rendered anew).
 EXCLUDED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".pyc")
-EXCLUDED_FILES = {"README.md", "training_args.bin", "optimizer.pt", "scheduler.pt"}
+EXCLUDED_FILES = {"README.md", "training_args.bin", "training_args.json", "optimizer.pt", "scheduler.pt"}
 # The only subfolders uploaded: those that belong to the model (LatentReasoner's encoder tokenizer). The others
 # (checkpoint-*, interrupted/, runs/...) stay local.
 MODEL_SUBFOLDERS = {"encoder_tokenizer"}

@@ -15,15 +15,7 @@ from typing import Any
 from transformers.dynamic_module_utils import get_relative_import_files
 
 from ..errors import LmforgeError
-from ..models import REGISTRY
-from ..models.ae_llm.pipeline_ae_llm import AELLMText2TextGenerationPipeline
-from ..models.latent_reasoner.pipeline_latent_reasoner import LatentReasonerSummarizationPipeline
-
-# model_type -> (pipeline task, pipeline class, Auto class the pipeline loads the model with)
-CUSTOM_PIPELINES: dict[str, tuple[str, type, str]] = {
-    "ae_llm": ("text2text-generation", AELLMText2TextGenerationPipeline, "AutoModelForSeq2SeqLM"),
-    "latent_reasoner": ("summarization", LatentReasonerSummarizationPipeline, "AutoModelForSeq2SeqLM"),
-}
+from ..models import SPECS
 
 
 def _code_files(cls: type) -> list[Path]:
@@ -51,7 +43,7 @@ def remote_code_updates(model_path: str | Path) -> dict[str, bytes]:
     """The files to add to (or replace in) `model_path` so that it loads with `trust_remote_code=True`.
 
     Keys are paths relative to the folder: missing code files, and `config.json` / `tokenizer_config.json` when
-    their `auto_map` (or the `custom_pipelines` entry of AE-LLM and LatentReasoner) is missing. Code files already
+    their `auto_map` (or the `custom_pipelines` entry of a model whose spec has a `pipeline_class`) is missing. Code files already
     in the folder are kept as they are (they match the weights they were saved with). An empty dict means the folder
     is complete; a LoRA adapter folder (no `config.json`) needs nothing here.
     """
@@ -61,16 +53,16 @@ def remote_code_updates(model_path: str | Path) -> dict[str, bytes]:
         return {}
     config = read_json(config_file)
     model_type = config.get("model_type")
-    entry = next((item for item in REGISTRY if item[0] == model_type), None)
-    if entry is None:
+    spec = SPECS.get(str(model_type))
+    if spec is None:
         raise LmforgeError(
-            f"{config_file} has model_type {model_type!r}, not an lmforge architecture "
-            f"({', '.join(item[0] for item in REGISTRY)})"
+            f"{config_file} has model_type {model_type!r}, not an lmforge architecture ({', '.join(SPECS)})"
         )
-    _, config_class, model_classes, tokenizer_class = entry
+    config_class, tokenizer_class = spec.config_class, spec.tokenizer_class
     architectures = config.get("architectures") or []
     by_name = {
-        model_class.__name__: (auto_class.__name__, model_class) for auto_class, model_class in model_classes.items()
+        spec.model_class.__name__: ("AutoModel", spec.model_class),
+        spec.head_class.__name__: (spec.auto_class_name, spec.head_class),
     }
     if not architectures or architectures[0] not in by_name:
         raise LmforgeError(
@@ -85,12 +77,12 @@ def remote_code_updates(model_path: str | Path) -> dict[str, bytes]:
     auto_map.setdefault("AutoConfig", _reference(config_class))
     auto_map.setdefault(auto_name, _reference(model_class))
     new_config["auto_map"] = auto_map
-    if model_type in CUSTOM_PIPELINES:
-        task, pipeline_class, pipeline_auto = CUSTOM_PIPELINES[model_type]
+    if spec.pipeline_class is not None:  # transformers has no pipeline of its own for the model's task
         pipelines = dict(new_config.get("custom_pipelines") or {})
-        pipelines.setdefault(task, {"impl": _reference(pipeline_class), "pt": [pipeline_auto]})
+        entry = {"impl": _reference(spec.pipeline_class), "pt": [spec.auto_class_name]}
+        pipelines.setdefault(spec.pipeline_tag, entry)
         new_config["custom_pipelines"] = pipelines
-        needed_classes.append(pipeline_class)
+        needed_classes.append(spec.pipeline_class)
     if new_config != config:
         updates["config.json"] = (json.dumps(new_config, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
@@ -121,4 +113,22 @@ def add_remote_code(model_path: str | Path) -> list[str]:
     return sorted(updates)
 
 
-__all__ = ["CUSTOM_PIPELINES", "add_remote_code", "read_json", "remote_code_updates"]
+def __getattr__(name: str) -> Any:
+    if name == "CUSTOM_PIPELINES":  # lmforge 0.1's table, now the specs' pipeline_class and pipeline_tag
+        import warnings
+
+        warnings.warn(
+            "lmforge.hub.remote_code.CUSTOM_PIPELINES is deprecated: read lmforge.models.get_spec(model_type)"
+            ".pipeline_class and .pipeline_tag",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return {
+            model_type: (spec.pipeline_tag, spec.pipeline_class, spec.auto_class_name)
+            for model_type, spec in SPECS.items()
+            if spec.pipeline_class is not None
+        }
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["add_remote_code", "read_json", "remote_code_updates"]

@@ -1,13 +1,20 @@
 """Training through the HF Trainer from YAML recipes (run by `accelerate launch recipes/train.py RECIPE`)."""
 
 import sys
+from typing import Any
 
 from ..errors import LmforgeError
-from . import tasks
-from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
-from .builders import BUILDERS, TrainingSetup, register_builder
-from .recipe import apply_overrides, load_recipe, parse_recipe, read_recipe
+from .arguments import (
+    CausalLMDataArguments,
+    DataArguments,
+    LmforgeTrainingArguments,
+    ModelArguments,
+    Seq2SeqDataArguments,
+)
+from .builders import TrainingSetup, register_builder
+from .recipe import apply_overrides, check_recipe, default_output_dir, load_recipe, parse_recipe, read_recipe
 from .run import run_training
+from .tasks import TASKS, Task, get_task, register_task
 from .trainer import LmforgeTrainer, LogFileCallback, add_perplexity
 
 
@@ -18,29 +25,42 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: train.py RECIPE.yaml [--key value ...]   (keys: any recipe key; see recipes/)")
         return 0 if argv else 2
     try:
-        model_args, data_args, training_args = load_recipe(argv[0], argv[1:])
-        run_training(model_args, data_args, training_args)
+        run_training(*load_recipe(argv[0], argv[1:]))
     except LmforgeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
 
 
+def __getattr__(name: str) -> Any:
+    if name == "BUILDERS":  # lmforge 0.1's model_type -> builder table (deprecated, see builders.py)
+        from . import builders
+
+        return builders.BUILDERS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "BUILDERS",
+    "TASKS",
+    "CausalLMDataArguments",
     "DataArguments",
     "LmforgeTrainer",
     "LmforgeTrainingArguments",
     "LogFileCallback",
     "ModelArguments",
+    "Seq2SeqDataArguments",
+    "Task",
     "TrainingSetup",
     "add_perplexity",
     "apply_overrides",
+    "check_recipe",
+    "default_output_dir",
+    "get_task",
     "load_recipe",
     "main",
     "parse_recipe",
     "read_recipe",
     "register_builder",
+    "register_task",
     "run_training",
-    "tasks",
 ]

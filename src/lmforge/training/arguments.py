@@ -1,7 +1,10 @@
 """The arguments of a training run, parsed from a YAML recipe with `HfArgumentParser`.
 
-A recipe is one flat YAML mapping whose keys are the fields of `ModelArguments`, `DataArguments` and
-`LmforgeTrainingArguments` (the Trainer's own `TrainingArguments` plus early stopping).
+A recipe is one flat YAML mapping whose keys are the fields of the model arguments, the data arguments and
+`LmforgeTrainingArguments` (the Trainer's own `TrainingArguments` plus early stopping and samples). The keys every
+run understands are here (`ModelArguments`, `DataArguments`); the training task of the recipe's model type (its
+spec's `task`, see `tasks.py`) adds its own by subclassing them: `CausalLMDataArguments` (block_size...),
+`QuestionAnsweringModelArguments` (training_phase), `SummarizationModelArguments` (encoder_name_or_path...).
 """
 
 from dataclasses import dataclass, field
@@ -15,8 +18,11 @@ class ModelArguments:
     """Which model to train and how to build it."""
 
     model_type: str = field(
-        default="aksis",
-        metadata={"help": "lmforge architecture: aksis, char_transformer, ae_llm or latent_reasoner."},
+        default="",
+        metadata={
+            "help": "lmforge architecture (a key of lmforge.models.SPECS); by default the saved model's "
+            "(model_name_or_path), else the first architecture of the registry."
+        },
     )
     model_name_or_path: str | None = field(
         default=None,
@@ -31,24 +37,14 @@ class ModelArguments:
         metadata={"help": "A saved tokenizer (folder or Hub id); by default a new one is trained on the train split."},
     )
     tokenizer_vocab_size: int = field(
-        default=10000,
-        metadata={"help": "Learned tokens of a newly trained BPE tokenizer (special tokens come on top)."},
+        default=10004,
+        metadata={
+            "help": "Tokens of a newly trained tokenizer, the special tokens included, as config.vocab_size counts "
+            "them (Aksis: 10,000 learned + 4 special = 10,004)."
+        },
     )
     attn_implementation: str | None = field(
         default=None, metadata={"help": "Attention kernel: sdpa (default) or eager."}
-    )
-    training_phase: str | None = field(
-        default=None,
-        metadata={"help": "AE-LLM phase: autoencoder, transition (autoencoder frozen) or finetune (end to end)."},
-    )
-    encoder_name_or_path: str | None = field(
-        default=None, metadata={"help": "LatentReasoner: the frozen encoder (folder or Hub id)."}
-    )
-    decoder_name_or_path: str | None = field(
-        default=None, metadata={"help": "LatentReasoner: the frozen causal decoder (folder or Hub id)."}
-    )
-    decoder_gguf_file: str | None = field(
-        default=None, metadata={"help": "LatentReasoner: load the decoder from this GGUF file (needs gguf)."}
     )
     peft: dict[str, Any] | str | None = field(
         default=None,
@@ -64,30 +60,32 @@ class DataArguments:
     dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
     train_file: str | None = field(default=None, metadata={"help": "A local UTF-8 text file, or JSON lines."})
     validation_file: str | None = field(default=None, metadata={"help": "A local validation file (optional)."})
-    text_column: str = field(default="text", metadata={"help": "The column or JSON field holding the text."})
     validation_split_percentage: int = field(
         default=10, metadata={"help": "Part held out for validation when there is no validation split (percent)."}
-    )
-    block_size: int = field(default=128, metadata={"help": "Tokens per training example (at most the context)."})
-    source_column: str | None = field(
-        default=None, metadata={"help": "Seq2seq models: the input column (question, dialogue...)."}
-    )
-    target_column: str | None = field(
-        default=None, metadata={"help": "Seq2seq models: the output column (answer, summary...)."}
-    )
-    max_source_length: int | None = field(default=None, metadata={"help": "Seq2seq: input tokens kept."})
-    max_target_length: int | None = field(default=None, metadata={"help": "Seq2seq: output tokens kept."})
-    qa_input: str = field(
-        default="question",
-        metadata={"help": "AE-LLM input: question, or question_and_sentence (with the sentence holding the answer)."},
-    )
-    max_documents: int | None = field(
-        default=None, metadata={"help": "Use only the first N documents of the embedded corpus (quick runs)."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most N training blocks."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most N validation blocks."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Recompute cached tokenized datasets."})
+
+
+@dataclass
+class CausalLMDataArguments(DataArguments):
+    """The data keys of causal language-model recipes: plain text cut into blocks of `block_size` tokens."""
+
+    text_column: str = field(default="text", metadata={"help": "The column or JSON field holding the text."})
+    block_size: int = field(default=128, metadata={"help": "Tokens per training example (at most the context)."})
+    max_documents: int | None = field(
+        default=None, metadata={"help": "Use only the first N documents of the embedded corpus (quick runs)."}
+    )
+
+
+@dataclass
+class Seq2SeqDataArguments(DataArguments):
+    """The data keys of sequence-to-sequence recipes: (source, target) pairs, each cut to its own length."""
+
+    max_source_length: int | None = field(default=None, metadata={"help": "Input tokens kept."})
+    max_target_length: int | None = field(default=None, metadata={"help": "Output tokens kept."})
 
 
 @dataclass
@@ -104,6 +102,18 @@ class LmforgeTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Prompts to generate from after training; the samples go into the log."}
     )
     sample_max_new_tokens: int = field(default=64, metadata={"help": "New tokens per sample."})
+    # lmforge pushes once, at the end of the run, with its model card and without checkpoints or pickles
+    # (`lmforge.hub.push`); the Trainer itself never uploads (see `run_training`).
+    hub_strategy: str = field(
+        default="end",
+        metadata={"help": "Only 'end': with push_to_hub, lmforge pushes the final model once, at the end."},
+    )
 
 
-__all__ = ["DataArguments", "LmforgeTrainingArguments", "ModelArguments"]
+__all__ = [
+    "CausalLMDataArguments",
+    "DataArguments",
+    "LmforgeTrainingArguments",
+    "ModelArguments",
+    "Seq2SeqDataArguments",
+]

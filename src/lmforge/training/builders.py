@@ -1,12 +1,15 @@
-"""What a training run needs for each architecture: tokenizer, model, datasets and collator.
+"""What a training run hands to the Trainer (`TrainingSetup`), the helpers every task uses, and the `causal_lm` task.
 
-A builder takes the parsed recipe and returns a `TrainingSetup`; `BUILDERS` maps each `model_type` to its builder.
+A task's builder takes the parsed recipe and returns a `TrainingSetup` (see `tasks.py`). The causal-LM builder
+serves every decoder-only architecture: a fresh model gets a new tokenizer from its spec's `train_tokenizer` and a
+config from `AutoConfig.for_model`, a saved one is loaded with `AutoModelForCausalLM`.
 """
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from datasets import Dataset, DatasetDict
@@ -20,9 +23,10 @@ from transformers import (
 )
 
 from ..data import iter_texts, load_embedded_corpus, load_hub_dataset, load_text_files, tokenize_and_group
-from ..errors import LmforgeError
-from ..models import AksisTokenizer, CharTokenizer
-from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
+from ..errors import LmforgeError, one_line
+from ..models import SPECS, ModelSpec, get_spec
+from .arguments import CausalLMDataArguments, LmforgeTrainingArguments, ModelArguments
+from .tasks import TASKS, get_task, register_task
 
 logger = logging.getLogger(__name__)
 
@@ -54,28 +58,7 @@ class TrainingSetup:
     post_train: Callable[[Any, "TrainingSetup"], dict[str, float]] | None = None
 
 
-Builder = Callable[[ModelArguments, DataArguments, LmforgeTrainingArguments], TrainingSetup]
-BUILDERS: dict[str, Builder] = {}
-# model_type -> trains a new tokenizer from an iterator of text batches
-TOKENIZER_TRAINERS: dict[str, Callable[[DataArguments, ModelArguments, DatasetDict], PreTrainedTokenizerBase]] = {}
-
-
-def register_builder(*model_types: str) -> Callable[[Builder], Builder]:
-    def decorate(builder: Builder) -> Builder:
-        for model_type in model_types:
-            BUILDERS[model_type] = builder
-        return builder
-
-    return decorate
-
-
-def one_line(err: BaseException) -> str:
-    """The most useful single line of an exception message (config validation errors span two lines)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[-1] if lines else type(err).__name__
-
-
-def load_raw_text(data_args: DataArguments) -> DatasetDict:
+def load_raw_text(data_args: CausalLMDataArguments) -> DatasetDict:
     """The train/validation text: a Hub dataset, local files, or the embedded corpus when neither is given."""
     if data_args.dataset_name:
         return load_hub_dataset(
@@ -114,7 +97,7 @@ def build_config(model_type: str, overrides: dict[str, Any], tokenizer: PreTrain
         return AutoConfig.for_model(model_type, **values)
     except ValueError as err:
         if "Unrecognized model" in str(err) or "model_type" in str(err):
-            raise LmforgeError(f"unknown model_type '{model_type}'; choose one of {sorted(BUILDERS)}") from None
+            raise LmforgeError(f"unknown model_type '{model_type}'; choose one of {sorted(SPECS)}") from None
         raise LmforgeError(f"config value does not fit: {one_line(err)}") from None
     except Exception as err:
         # huggingface_hub's strict dataclasses name the field on the first line: keep it ("hidden_dropout: ...")
@@ -123,47 +106,40 @@ def build_config(model_type: str, overrides: dict[str, Any], tokenizer: PreTrain
         raise LmforgeError(f"config value does not fit: {field}{one_line(err)}") from None
 
 
-def _limit(dataset: Dataset, limit: int | None) -> Dataset:
+def limit_rows(dataset: Dataset, limit: int | None) -> Dataset:
+    """The first `limit` rows of `dataset` (all of them when `limit` is None): `max_train_samples` and the like."""
     return dataset.select(range(min(limit, dataset.num_rows))) if limit is not None else dataset
 
 
-def train_aksis_tokenizer(
-    data_args: DataArguments, model_args: ModelArguments, raw: DatasetDict
-) -> PreTrainedTokenizerBase:
-    logger.info("Training a byte-level BPE tokenizer of %d tokens on the train split", model_args.tokenizer_vocab_size)
-    texts = (text for batch in iter_texts(raw) for text in batch)
-    return AksisTokenizer.train_from_texts(texts, vocab_size=model_args.tokenizer_vocab_size)
-
-
-TOKENIZER_TRAINERS["aksis"] = train_aksis_tokenizer
-
-
-def build_char_tokenizer(
-    data_args: DataArguments, model_args: ModelArguments, raw: DatasetDict
-) -> PreTrainedTokenizerBase:
-    """One token per character of the train split; characters met only in validation become `<unk>`.
-
-    The vocabulary comes from the train split alone (nothing is learned from held-out text); on Tiny Shakespeare
-    the first 90% already holds all 65 characters, so the validation loss matches a whole-file vocabulary.
-    """
-    tokenizer = CharTokenizer.from_text(text for batch in iter_texts(raw) for text in batch)
-    logger.info("Built a character vocabulary of %d tokens from the train split", len(tokenizer))
+def train_tokenizer(spec: ModelSpec, texts: Iterator[str], vocab_size: int) -> PreTrainedTokenizerBase:
+    """A new tokenizer for a fresh model of `spec`, from its `train_tokenizer`; `vocab_size` counts every token."""
+    if spec.train_tokenizer is None:
+        raise LmforgeError(
+            f"{spec.model_type} has no tokenizer of its own to train; set tokenizer_name_or_path or model_name_or_path"
+        )
+    try:
+        tokenizer = spec.train_tokenizer(texts, vocab_size)
+    except ValueError as err:
+        raise LmforgeError(f"tokenizer_vocab_size: {one_line(err)}") from None
+    logger.info("Trained a %s of %d tokens on the train split", type(tokenizer).__name__, len(tokenizer))
     return tokenizer
 
 
-TOKENIZER_TRAINERS["char_transformer"] = build_char_tokenizer
-
-
-@register_builder("aksis", "char_transformer")
+@register_task("causal_lm", data_arguments=CausalLMDataArguments)
 def build_causal_lm(
-    model_args: ModelArguments, data_args: DataArguments, training_args: LmforgeTrainingArguments
+    model_args: ModelArguments, data_args: CausalLMDataArguments, training_args: LmforgeTrainingArguments
 ) -> TrainingSetup:
-    """Causal language models (Aksis, CharTransformer): blocks of `block_size` tokens, next-token loss."""
+    """Causal language models (Aksis, CharTransformer): blocks of `block_size` tokens, next-token loss.
+
+    A new tokenizer is trained on the train split alone (nothing is learned from held-out text): for CharTransformer,
+    one token per character of it, and a character met only in validation becomes `<unk>`.
+    """
     raw = load_raw_text(data_args)
     if model_args.tokenizer_name_or_path or model_args.model_name_or_path:
         tokenizer = load_tokenizer(model_args.tokenizer_name_or_path or str(model_args.model_name_or_path))
     else:
-        tokenizer = TOKENIZER_TRAINERS[model_args.model_type](data_args, model_args, raw)
+        texts = (text for batch in iter_texts(raw) for text in batch)
+        tokenizer = train_tokenizer(get_spec(model_args.model_type), texts, model_args.tokenizer_vocab_size)
 
     attn = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     if model_args.model_name_or_path:
@@ -205,21 +181,53 @@ def build_causal_lm(
     return TrainingSetup(
         model=model,
         tokenizer=tokenizer,
-        train_dataset=_limit(blocks["train"], data_args.max_train_samples),
-        eval_dataset=_limit(blocks["validation"], data_args.max_eval_samples),
+        train_dataset=limit_rows(blocks["train"], data_args.max_train_samples),
+        eval_dataset=limit_rows(blocks["validation"], data_args.max_eval_samples),
         # Full blocks with their labels: stacking them is all a batch needs (no padding, no attention mask).
         data_collator=default_data_collator,
     )
 
 
+def __getattr__(name: str) -> Any:
+    """Names of lmforge 0.1 that moved, kept for one release."""
+    if name == "BUILDERS":  # model_type -> builder; now each spec names its task (`tasks.TASKS`)
+        warnings.warn(
+            "lmforge.training.BUILDERS is deprecated: a spec names its task (lmforge.models.get_spec(t).task) and "
+            "lmforge.training.tasks.get_task(name).build is its builder",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return {model_type: get_task(spec.task).build for model_type, spec in SPECS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def register_builder(*model_types: str) -> Callable[[Any], Any]:
+    """Deprecated (lmforge 0.1): builders belong to tasks now; this makes `builder` the builder of the task of each
+    of `model_types` (`tasks.register_task` registers a new task)."""
+    warnings.warn(
+        "lmforge.training.register_builder is deprecated: use lmforge.training.tasks.register_task and name the task "
+        "in the model's spec",
+        FutureWarning,
+        stacklevel=2,
+    )
+
+    def decorate(builder: Any) -> Any:
+        for model_type in model_types:
+            task = get_task(get_spec(model_type).task)
+            TASKS[task.name] = replace(task, build=builder)
+        return builder
+
+    return decorate
+
+
 __all__ = [
-    "BUILDERS",
-    "TOKENIZER_TRAINERS",
     "TrainingSetup",
     "build_causal_lm",
     "build_config",
+    "eval_mode",
+    "limit_rows",
     "load_raw_text",
     "load_tokenizer",
-    "one_line",
     "register_builder",
+    "train_tokenizer",
 ]

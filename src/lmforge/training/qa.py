@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,13 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
 from ..data import load_squad
-from ..errors import LmforgeError
+from ..errors import LmforgeError, one_line
 from ..evaluation import bleu, normalize_answer, rouge, squad_scores
-from ..models import AELLMForConditionalGeneration, AELLMTokenizer
-from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
-from .builders import TrainingSetup, build_config, eval_mode, load_tokenizer, one_line, register_builder
+from ..inference import GenerationSettings, TextGenerator
+from ..models import get_spec
+from .arguments import LmforgeTrainingArguments, ModelArguments, Seq2SeqDataArguments
+from .builders import TrainingSetup, build_config, eval_mode, limit_rows, load_tokenizer, train_tokenizer
+from .tasks import register_task
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +45,33 @@ PHASES = ("autoencoder", "transition", "finetune")
 PHASE_MODE = {"autoencoder": "reconstruct", "transition": "answer", "finetune": "answer"}
 
 
-def check_phase(model_args: ModelArguments) -> str:
+@dataclass
+class QuestionAnsweringModelArguments(ModelArguments):
+    """The model keys of question-answering recipes: the phase of the run."""
+
+    training_phase: str | None = field(
+        default=None,
+        metadata={"help": "autoencoder, transition (autoencoder frozen) or finetune (end to end)."},
+    )
+
+
+@dataclass
+class QuestionAnsweringDataArguments(Seq2SeqDataArguments):
+    """The data keys of question-answering recipes: what the model reads."""
+
+    qa_input: str = field(
+        default="question",
+        metadata={"help": "question, or question_and_sentence (with the sentence holding the answer)."},
+    )
+
+
+def check_phase(model_args: QuestionAnsweringModelArguments) -> str:
     """The recipe's `training_phase`; transition and finetune need the previous phase's output to start from."""
     phase = model_args.training_phase
     if phase not in PHASES:
-        raise LmforgeError(f"ae_llm recipes need training_phase: one of {list(PHASES)} (got {phase!r})")
+        raise LmforgeError(
+            f"{model_args.model_type} recipes need training_phase: one of {list(PHASES)} (got {phase!r})"
+        )
     if phase != "autoencoder" and not model_args.model_name_or_path:
         previous = PHASES[PHASES.index(phase) - 1]
         raise LmforgeError(
@@ -56,11 +80,7 @@ def check_phase(model_args: ModelArguments) -> str:
     return phase
 
 
-def _limit(dataset: Dataset, limit: int | None) -> Dataset:
-    return dataset.select(range(min(limit, dataset.num_rows))) if limit is not None else dataset
-
-
-def _warn_on_other_input(model_args: ModelArguments, data_args: DataArguments) -> None:
+def _warn_on_other_input(model_args: ModelArguments, data_args: QuestionAnsweringDataArguments) -> None:
     """A later phase should read the same kind of input as the phase it starts from."""
     previous = Path(str(model_args.model_name_or_path)) / "recipe.yaml"
     if not previous.is_file():
@@ -75,9 +95,7 @@ def _warn_on_other_input(model_args: ModelArguments, data_args: DataArguments) -
         )
 
 
-def load_model(
-    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, phase: str
-) -> AELLMForConditionalGeneration:
+def load_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, phase: str) -> Any:
     """A fresh model sized to the tokenizer (autoencoder phase) or the previous phase's model; `config_overrides`
     apply to both (e.g. `teacher_forcing_ratio` or `dropout` of a loaded model)."""
     overrides = dict(model_args.config_overrides or {})  # type: ignore[arg-type]
@@ -90,10 +108,11 @@ def load_model(
             raise LmforgeError(
                 f"could not load a model from '{model_args.model_name_or_path}': {one_line(err)}"
             ) from None
-        if not isinstance(model, AELLMForConditionalGeneration):
+        head_class: Any = get_spec(model_args.model_type).head_class
+        if not isinstance(model, head_class):
             raise LmforgeError(
                 f"'{model_args.model_name_or_path}' holds a {model.config.model_type} model; "
-                f"training_phase {phase} needs an ae_llm model"
+                f"training_phase {phase} needs a {model_args.model_type} model"
             )
         if model.config.vocab_size != len(tokenizer):
             raise LmforgeError(
@@ -101,7 +120,7 @@ def load_model(
                 "use the tokenizer saved with the model"
             )
     else:
-        config = build_config("ae_llm", overrides, tokenizer)
+        config = build_config(model_args.model_type, overrides, tokenizer)
         model = AutoModelForSeq2SeqLM.from_config(config)
     model.config.mode = PHASE_MODE[phase]
     if phase == "transition":
@@ -172,7 +191,7 @@ def answer_scores(predictions: list[str], references: list[list[str]]) -> dict[s
 
 @torch.no_grad()
 def reconstruction_accuracy(
-    model: AELLMForConditionalGeneration,
+    model: Any,
     dataset: Dataset,
     collator: Callable[..., Any],
     batch_size: int,
@@ -196,9 +215,8 @@ def reconstruction_accuracy(
     return {"token_accuracy": 100.0 * correct / max(total, 1), "sequence_accuracy": 100.0 * exact / max(texts, 1)}
 
 
-@torch.no_grad()
 def generate_answers(
-    model: AELLMForConditionalGeneration,
+    model: Any,
     tokenizer: PreTrainedTokenizerBase,
     questions: list[str],
     max_source_length: int,
@@ -206,27 +224,10 @@ def generate_answers(
     batch_size: int,
     show_progress: bool = True,
 ) -> list[str]:
-    """Greedy answers (`mode="answer"`) to `questions`, `batch_size` at a time, through `generate()`."""
-    answers: list[str] = []
-    starts = range(0, len(questions), batch_size)
-    for start in tqdm(starts, desc="Answering", disable=not show_progress):
-        inputs = tokenizer(
-            questions[start : start + batch_size],
-            padding=True,
-            truncation=True,
-            max_length=max_source_length,
-            return_tensors="pt",
-        ).to(model.device)
-        output: Any = model.generate(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            mode="answer",
-        )
-        answers.extend(text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True))
-    return answers
+    """Greedy answers (`mode="answer"`) to `questions`, `batch_size` at a time, through the inference layer."""
+    generator = TextGenerator(model, tokenizer, max_input_tokens=max_source_length)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+    return generator.generate(questions, settings, batch_size=batch_size, show_progress=show_progress, mode="answer")
 
 
 @dataclass
@@ -298,9 +299,15 @@ class AnswerScorer:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-@register_builder("ae_llm")
-def build_ae_llm(
-    model_args: ModelArguments, data_args: DataArguments, training_args: LmforgeTrainingArguments
+@register_task(
+    "question_answering",
+    model_arguments=QuestionAnsweringModelArguments,
+    data_arguments=QuestionAnsweringDataArguments,
+)
+def build_question_answering(
+    model_args: QuestionAnsweringModelArguments,
+    data_args: QuestionAnsweringDataArguments,
+    training_args: LmforgeTrainingArguments,
 ) -> TrainingSetup:
     """AE-LLM on SQuAD, one phase per run (see the module docstring)."""
     phase = check_phase(model_args)
@@ -313,22 +320,17 @@ def build_ae_llm(
         data_args.qa_input,
     )
     # max_train_samples: 500 keeps the first 500 train pairs, as the seed did.
-    train_pairs = _limit(raw["train"], data_args.max_train_samples)
-    validation_pairs = _limit(raw["validation"], data_args.max_eval_samples)
+    train_pairs = limit_rows(raw["train"], data_args.max_train_samples)
+    validation_pairs = limit_rows(raw["validation"], data_args.max_eval_samples)
 
     if model_args.tokenizer_name_or_path or model_args.model_name_or_path:
         tokenizer = load_tokenizer(model_args.tokenizer_name_or_path or str(model_args.model_name_or_path))
         if model_args.model_name_or_path:
             _warn_on_other_input(model_args, data_args)
     else:
-        sources, targets = reconstruction_texts(train_pairs)
-        # tokenizer_vocab_size counts learned tokens; the 4 special tokens come on top (1,796 + 4 = 1,800).
-        vocab_size = model_args.tokenizer_vocab_size + 4
-        logger.info("Training a byte-level BPE tokenizer of %d tokens on the train questions and answers", vocab_size)
-        try:
-            tokenizer = AELLMTokenizer.train_from_texts(sources + targets, vocab_size=vocab_size)
-        except ValueError as err:
-            raise LmforgeError(f"tokenizer_vocab_size: {one_line(err)}") from None
+        sources, targets = reconstruction_texts(train_pairs)  # the new tokenizer learns the questions and answers
+        spec = get_spec(model_args.model_type)
+        tokenizer = train_tokenizer(spec, iter(sources + targets), model_args.tokenizer_vocab_size)
     model = load_model(model_args, tokenizer, phase)
     context = model.config.max_position_embeddings
     tokenizer.model_max_length = context
@@ -385,8 +387,10 @@ def build_ae_llm(
 __all__ = [
     "PHASES",
     "AnswerScorer",
+    "QuestionAnsweringDataArguments",
+    "QuestionAnsweringModelArguments",
     "answer_scores",
-    "build_ae_llm",
+    "build_question_answering",
     "check_phase",
     "generate_answers",
     "most_frequent_answer",
@@ -394,3 +398,14 @@ __all__ = [
     "reconstruction_dataset",
     "tokenize_pairs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_ae_llm":  # lmforge 0.1's name, kept for one release
+        import warnings
+
+        warnings.warn(
+            "lmforge.training.qa.build_ae_llm is deprecated: use build_question_answering", FutureWarning, stacklevel=2
+        )
+        return build_question_answering
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

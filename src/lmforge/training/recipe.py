@@ -1,8 +1,23 @@
-"""YAML recipes: read, apply `--key value` overrides, check every key and type, parse into the argument dataclasses."""
+"""YAML recipes: read, apply `--key value` overrides, check every key and type, parse into the argument dataclasses.
+
+Every entry point turns its recipe into arguments with `load_recipe`: `recipes/train.py` (what `accelerate launch`
+runs), `lmforge train`, `lmforge finetune` and `lmforge quickstart`. The command line only maps its flags into it
+(`settings`). The same rules hold for all of them:
+
+- precedence: the recipe file, then the command line's flags (`--output-dir`, `--model-path`...), then its
+  `--key value` overrides;
+- `model_type`: the recipe's; else the saved model's (`model_name_or_path`, a folder); else the first architecture
+  of the registry (`lmforge.models.SPECS`). A recipe whose `model_type` differs from its saved model's is refused;
+- the keys: those of the model type's training task (`tasks.py`), so a key of another task is refused by name;
+- `output_dir`: `outputs/<model_type>` for a new model, `outputs/<model_type>-finetuned` for a run that starts
+  from a saved model (`default_output_dir`).
+"""
 
 import dataclasses
+import json
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +25,13 @@ import yaml
 from transformers import HfArgumentParser
 
 from ..errors import LmforgeError
+from ..models import SPECS, get_spec
 from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
+from .tasks import Task, all_tasks, get_task
 
+# The keys every recipe understands; a task's own dataclasses subclass the first two.
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LmforgeTrainingArguments)
+FINETUNED_SUFFIX = "-finetuned"
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
@@ -99,16 +118,77 @@ def _accepts(annotation: Any, value: Any) -> bool:
     return True
 
 
-def check_recipe(recipe: dict[str, Any], source: str = "recipe") -> None:
-    """Unknown keys and values of the wrong type fail here, with the key named, before anything runs."""
+def default_model_type() -> str:
+    """The model type of a recipe that names none and starts from no saved model: the registry's first."""
+    return next(iter(SPECS))
+
+
+def saved_model_type(model_name_or_path: Any) -> str | None:
+    """The `model_type` in the `config.json` of a saved model folder (None for a Hub id, or no readable config)."""
+    config = Path(str(model_name_or_path)) / "config.json" if model_name_or_path else None
+    if config is None or not config.is_file():
+        return None
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None  # the builder reports the broken folder when it loads it
+    return str(model_type) if model_type else None
+
+
+def resolve_model_type(recipe: Mapping[str, Any], source: str = "recipe") -> str:
+    """The recipe's model type (see the module docstring); an unknown one, or one that is not the saved model's, is
+    one sentence."""
+    given = recipe.get("model_type") or None
+    saved = saved_model_type(recipe.get("model_name_or_path"))
+    if given and saved and given != saved:
+        raise LmforgeError(
+            f"{source}: model_type {given} does not match the saved model's ({saved}) in {recipe['model_name_or_path']}"
+        )
+    model_type = str(given or saved or default_model_type())
+    get_spec(model_type)
+    return model_type
+
+
+def task_of(model_type: str) -> Task:
+    """The training task of `model_type` (its spec's `task`)."""
+    return get_task(get_spec(model_type).task)
+
+
+def argument_classes(model_type: str) -> tuple[type, type, type]:
+    """The dataclasses a recipe of `model_type` is parsed into: its task's model and data arguments, and
+    `LmforgeTrainingArguments`."""
+    task = task_of(model_type)
+    return task.model_arguments, task.data_arguments, LmforgeTrainingArguments
+
+
+def _fields(classes: tuple[type, ...]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    for cls in ARGUMENT_CLASSES:
+    for cls in classes:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.init:
                 fields[f.name] = hints.get(f.name, Any)
+    return fields
+
+
+def check_recipe(recipe: Mapping[str, Any], source: str = "recipe", model_type: str | None = None) -> None:
+    """Unknown keys and values of the wrong type fail here, with the key named, before anything runs. The keys are
+    those of the model type's task (`model_type`, else the recipe's, see `resolve_model_type`)."""
+    model_type = model_type or resolve_model_type(recipe, source)
+    fields = _fields(argument_classes(model_type))
     for key, value in recipe.items():
         if key not in fields:
+            owners = [
+                task.name
+                for task in all_tasks().values()
+                if key in _fields((task.model_arguments, task.data_arguments))
+            ]
+            if owners:
+                types_of = [t for t, spec in SPECS.items() if spec.task in owners]
+                raise LmforgeError(
+                    f"{source}: unknown key '{key}' for model_type {model_type} (a key of {' and '.join(owners)} "
+                    f"recipes: {', '.join(types_of)})"
+                )
             close = [name for name in fields if name.startswith(key[:4])][:3]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise LmforgeError(f"{source}: unknown key '{key}'{hint}")
@@ -119,14 +199,19 @@ def check_recipe(recipe: dict[str, Any], source: str = "recipe") -> None:
             )
 
 
-def parse_recipe(
-    recipe: dict[str, Any], source: str = "recipe"
-) -> tuple[ModelArguments, DataArguments, LmforgeTrainingArguments]:
-    """Check the mapping and build the three argument dataclasses with `HfArgumentParser.parse_dict`."""
+def default_output_dir(model_type: str, model_name_or_path: str | None = None) -> str:
+    """Where a run writes when its recipe names no output_dir, whatever the entry point."""
+    return f"outputs/{model_type}{FINETUNED_SUFFIX if model_name_or_path else ''}"
+
+
+def parse_recipe(recipe: Mapping[str, Any], source: str = "recipe") -> tuple[Any, Any, LmforgeTrainingArguments]:
+    """Check a recipe mapping and build its three argument dataclasses with `HfArgumentParser.parse_dict`:
+    (model arguments, data arguments, training arguments), the first two of its task's classes."""
     check_recipe(recipe, source)
     recipe = dict(recipe)
-    recipe.setdefault("output_dir", "outputs/run")
-    parser = HfArgumentParser(ARGUMENT_CLASSES)  # type: ignore[arg-type]
+    recipe["model_type"] = resolve_model_type(recipe, source)
+    recipe.setdefault("output_dir", default_output_dir(recipe["model_type"], recipe.get("model_name_or_path")))
+    parser = HfArgumentParser(argument_classes(recipe["model_type"]))  # type: ignore[arg-type]
     try:
         model_args, data_args, training_args = parser.parse_dict(recipe, allow_extra_keys=False)
     except (ValueError, TypeError) as err:
@@ -140,11 +225,38 @@ def parse_recipe(
 
 
 def load_recipe(
-    path: str | Path, overrides: list[str] | None = None
-) -> tuple[ModelArguments, DataArguments, LmforgeTrainingArguments]:
-    """Read a recipe file, apply overrides and parse it."""
-    recipe = apply_overrides(read_recipe(path), overrides or [])
-    return parse_recipe(recipe, source=f"recipe {path}")
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    from_saved_model: bool = False,
+    source: str | None = None,
+) -> tuple[Any, Any, LmforgeTrainingArguments]:
+    """The arguments of a run, for every entry point: the recipe file at `path` (none: an empty recipe), updated
+    with `settings` (recipe keys from command-line flags; None values are left out), then with the `--key value`
+    `overrides`, checked and parsed by `parse_recipe`. `from_saved_model` (fine-tuning) requires
+    `model_name_or_path`."""
+    recipe = read_recipe(path) if path is not None else {}
+    recipe.update({key: value for key, value in (settings or {}).items() if value is not None})
+    recipe = apply_overrides(recipe, overrides or [])
+    source = source or (f"recipe {path}" if path is not None else "command line")
+    if from_saved_model and not recipe.get("model_name_or_path"):
+        raise LmforgeError(
+            f"{source}: fine-tuning starts from a saved model; set model_name_or_path (or --model-path)"
+        )
+    return parse_recipe(recipe, source=source)
 
 
-__all__ = ["apply_overrides", "check_recipe", "load_recipe", "parse_recipe", "read_recipe"]
+__all__ = [
+    "ARGUMENT_CLASSES",
+    "apply_overrides",
+    "argument_classes",
+    "check_recipe",
+    "default_model_type",
+    "default_output_dir",
+    "load_recipe",
+    "parse_recipe",
+    "read_recipe",
+    "resolve_model_type",
+    "saved_model_type",
+]

@@ -1,5 +1,11 @@
-"""One training run: recipe -> builder -> `Trainer.train()` -> evaluate -> save (safetensors) -> samples."""
+"""One training run: recipe -> task builder -> `Trainer.train()` -> evaluate -> save (safetensors) -> samples -> push.
 
+With `push_to_hub: true`, the Trainer never talks to the Hub: the run checks the token and network before training,
+and at the end pushes the final folder once with `lmforge push`'s upload plan (the lmforge model card, the weights,
+tokenizer and code; no checkpoints, no pickles), as one commit to `hub_model_id` (default: `<user>/<output_dir name>`).
+"""
+
+import copy
 import json
 import logging
 import math
@@ -16,11 +22,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..adapters import apply_peft, lora_config
 from ..errors import LmforgeError
-from ..generation import generate_text
-from ..hub.push import check_hub_access
+from ..hub.push import check_hub_access, push
 from ..hub.remote_code import add_remote_code
+from ..inference import GenerationSettings, TextGenerator
 from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
-from .builders import BUILDERS, TrainingSetup
+from .builders import TrainingSetup
+from .recipe import task_of
 from .trainer import LmforgeTrainer, LogFileCallback
 
 logger = logging.getLogger("lmforge")
@@ -89,14 +96,12 @@ def resolve_checkpoint(training_args: LmforgeTrainingArguments) -> str | None:
 def build_setup(
     model_args: ModelArguments, data_args: DataArguments, training_args: LmforgeTrainingArguments
 ) -> TrainingSetup:
-    builder = BUILDERS.get(model_args.model_type)
-    if builder is None:
-        raise LmforgeError(f"unknown model_type '{model_args.model_type}'; choose one of {sorted(BUILDERS)}")
+    build = task_of(model_args.model_type).build
     if model_args.peft is not None:
         lora_config(model_args.model_type, model_args.peft)  # a wrong peft section fails before any work is done
         if not model_args.model_name_or_path:
             logger.warning("peft is set but model_name_or_path is not: LoRA on a freshly initialised model")
-    setup = builder(model_args, data_args, training_args)
+    setup = build(model_args, data_args, training_args)
     if model_args.peft is not None:
         # LoRA: only the adapter trains, and the Trainer saves only the adapter (adapter_model.safetensors).
         peft_model: Any = apply_peft(setup.model, model_args.peft)
@@ -145,17 +150,39 @@ def write_run_files(
         (output_dir / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
+def hub_repo_id(model_args: ModelArguments, training_args: LmforgeTrainingArguments) -> str | None:
+    """With `push_to_hub`, the repository the run pushes to, after checking that a push can work (token, network,
+    a full model): `hub_model_id`, or `<user>/<output_dir name>`. None without `push_to_hub`."""
+    if not training_args.push_to_hub:
+        return None
+    strategy = getattr(training_args.hub_strategy, "value", training_args.hub_strategy)
+    if strategy != "end":
+        raise LmforgeError(
+            f"hub_strategy {strategy}: lmforge pushes once, at the end of the run, with the model "
+            "card (checkpoints stay local); remove hub_strategy or set it to end"
+        )
+    if model_args.peft is not None:
+        raise LmforgeError(
+            "push_to_hub with a peft: section: lmforge pushes full models only; train without push_to_hub, merge the "
+            "adapter (merge_and_unload, save_pretrained) and push that folder with lmforge push"
+        )
+    user = check_hub_access(training_args.hub_token)  # a missing token or network fails now, not after training
+    return training_args.hub_model_id or f"{user}/{Path(str(training_args.output_dir)).resolve().name}"
+
+
 def run_training(
     model_args: ModelArguments, data_args: DataArguments, training_args: LmforgeTrainingArguments
 ) -> dict[str, float]:
     """Train, evaluate and save; returns the final validation metrics (eval_loss, eval_perplexity, ...)."""
     setup_logging(training_args)
     set_seed(training_args.seed)
-    if training_args.push_to_hub:  # a missing token or network fails now, not after the training
-        check_hub_access(training_args.hub_token)
+    repo_id = hub_repo_id(model_args, training_args)
     checkpoint = resolve_checkpoint(training_args)  # before the slow set-up, so a bad path fails at once
     setup = build_setup(model_args, data_args, training_args)
-    trainer = build_trainer(setup, training_args)
+    # The Trainer never pushes (no repository at start, no upload per checkpoint): the run pushes once, at the end.
+    trainer_args = copy.copy(training_args)
+    trainer_args.push_to_hub = False
+    trainer = build_trainer(setup, trainer_args)
     output_dir = Path(str(training_args.output_dir))
     try:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -167,7 +194,7 @@ def run_training(
             f"training interrupted at step {trainer.state.global_step}; the model so far is in {interrupted}, "
             "and resume_from_checkpoint: auto continues from the last checkpoint"
         ) from None
-    trainer.save_model(_internal_call=True)  # no Hub push here: push_to_hub pushes once, at the end, with the card
+    trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
@@ -182,17 +209,16 @@ def run_training(
     if trainer.is_world_process_zero():
         model: Any = trainer.model
         model.eval()
+        generator = TextGenerator(model, setup.tokenizer)
+        settings = GenerationSettings(
+            max_new_tokens=training_args.sample_max_new_tokens,
+            do_sample=True,
+            top_k=50,
+            temperature=0.8,
+            seed=training_args.seed,
+        )
         for prompt in training_args.sample_prompts or []:
-            samples[prompt] = generate_text(
-                model,
-                setup.tokenizer,
-                prompt,
-                max_new_tokens=training_args.sample_max_new_tokens,
-                do_sample=True,
-                top_k=50,
-                temperature=0.8,
-                seed=training_args.seed,
-            )
+            samples[prompt] = generator.generate(prompt, settings)
             logger.info("Sample for %r:\n%s%s", prompt, prompt, samples[prompt])
         write_run_files(output_dir, model_args, data_args, training_args, samples)
         add_remote_code(output_dir)  # e.g. the custom pipeline of the seq2seq models
@@ -202,9 +228,10 @@ def run_training(
             metrics.get("eval_perplexity", math.nan),
             output_dir,
         )
-    if training_args.push_to_hub:
-        trainer.push_to_hub()  # LmforgeTrainer.create_model_card writes the lmforge model card first
+    if repo_id is not None and trainer.is_world_process_zero():
+        push(output_dir, repo_id, private=bool(training_args.hub_private_repo), token=training_args.hub_token)
+        logger.info("Pushed %s to https://huggingface.co/%s (one commit, with the model card)", output_dir, repo_id)
     return metrics
 
 
-__all__ = ["build_setup", "build_trainer", "resolve_checkpoint", "run_training"]
+__all__ = ["build_setup", "build_trainer", "hub_repo_id", "resolve_checkpoint", "run_training"]

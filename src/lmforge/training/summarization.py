@@ -2,7 +2,7 @@
 
 The model comes from a saved LatentReasoner (`model_name_or_path`) or from two pretrained backbones
 (`encoder_name_or_path`, `decoder_name_or_path`, and `decoder_gguf_file` for a decoder stored as GGUF; `pkg:NAME`
-names a backbone installed as a pip package, see `lmforge.hub`). `config_overrides` sets `LatentReasonerConfig`
+names a backbone installed as a pip package, see `lmforge.backbones`). `config_overrides` sets `LatentReasonerConfig`
 fields (`idea_size`, `num_prefix_tokens`, `dropout`, ...). The backbones stay frozen: only the compression MLP, the
 middle MLP and the prefix adapter have `requires_grad`, and the Trainer's optimizer holds only those.
 
@@ -17,26 +17,26 @@ After training, the `post_train` hook writes a summary of every validation dialo
 dialogue with its reference, the model's summary and the LEAD-3 summary.
 """
 
+import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
+from ..backbones import load_causal_lm_from_gguf, resolve_backbone
 from ..data import lead_3, load_summarization
-from ..errors import LmforgeError
+from ..errors import LmforgeError, one_line
 from ..evaluation import rouge
-from ..hub import load_causal_lm_from_gguf, resolve_backbone
-from ..models import LatentReasonerConfig, LatentReasonerForConditionalGeneration
-from ..tokenizer_pair import TokenizerPair
-from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
-from .builders import TrainingSetup, eval_mode, one_line, register_builder
+from ..inference import GenerationSettings, TextGenerator
+from ..models import ModelSpec, get_spec
+from .arguments import LmforgeTrainingArguments, ModelArguments, Seq2SeqDataArguments
+from .builders import TrainingSetup, eval_mode, limit_rows
+from .tasks import register_task
 
 logger = logging.getLogger(__name__)
 
@@ -44,20 +44,45 @@ DEFAULT_MAX_TARGET_LENGTH = 128
 # Summaries are written greedily without repeating any 3-gram (the setting of BART's summarization checkpoints); it
 # goes into the model's generation_config, so `lmforge generate` writes the same summaries as the evaluation.
 SUMMARY_GENERATION = {"do_sample": False, "num_beams": 1, "no_repeat_ngram_size": 3}
-# LatentReasonerConfig fields a recipe may set through config_overrides (the sub-configs come from the backbones).
-CONFIG_FIELDS = sorted(set(LatentReasonerConfig.__dataclass_fields__) - {"encoder", "decoder", "is_encoder_decoder"})
 
 
-def _limit(dataset: Dataset, limit: int | None) -> Dataset:
-    return dataset.select(range(min(limit, dataset.num_rows))) if limit is not None else dataset
+@dataclass
+class SummarizationModelArguments(ModelArguments):
+    """The model keys of summarization recipes: the two frozen backbones a new model is built on."""
+
+    encoder_name_or_path: str | None = field(
+        default=None, metadata={"help": "The frozen encoder (folder, Hub id or pkg:NAME)."}
+    )
+    decoder_name_or_path: str | None = field(
+        default=None, metadata={"help": "The frozen causal decoder (folder, Hub id or pkg:NAME)."}
+    )
+    decoder_gguf_file: str | None = field(
+        default=None, metadata={"help": "Load the decoder from this GGUF file (needs gguf)."}
+    )
+
+
+@dataclass
+class SummarizationDataArguments(Seq2SeqDataArguments):
+    """The data keys of summarization recipes: the columns of the dialogue and of its summary."""
+
+    source_column: str | None = field(default=None, metadata={"help": "The input column (default: dialogue)."})
+    target_column: str | None = field(default=None, metadata={"help": "The output column (default: summary)."})
+
+
+def config_fields(spec: ModelSpec) -> list[str]:
+    """The config fields a recipe may set through config_overrides (the sub-configs come from the backbones)."""
+    fields = {f.name for f in dataclasses.fields(spec.config_class)}
+    return sorted(fields - {"encoder", "decoder", "is_encoder_decoder"})
 
 
 def _config_overrides(model_args: ModelArguments) -> dict[str, Any]:
     overrides = dict(model_args.config_overrides or {})  # type: ignore[arg-type]
-    unknown = sorted(set(overrides) - set(CONFIG_FIELDS))
+    spec = get_spec(model_args.model_type)
+    fields = config_fields(spec)
+    unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise LmforgeError(
-            f"config_overrides: {unknown} are not LatentReasoner config fields; choose from {CONFIG_FIELDS}"
+            f"config_overrides: {unknown} are not {spec.config_class.__name__} fields; choose from {fields}"
         )
     return overrides
 
@@ -69,14 +94,15 @@ def _load_tokenizer(name_or_path: str, role: str, **kwargs: Any) -> PreTrainedTo
         raise LmforgeError(f"could not load the {role} tokenizer from '{name_or_path}': {one_line(err)}") from None
 
 
-def load_from_backbones(model_args: ModelArguments) -> tuple[LatentReasonerForConditionalGeneration, TokenizerPair]:
+def load_from_backbones(model_args: SummarizationModelArguments) -> tuple[Any, Any]:
     """A new LatentReasoner (random MLPs) on the pretrained encoder and decoder the recipe names, with their
     tokenizers."""
     if not model_args.encoder_name_or_path or not model_args.decoder_name_or_path:
         raise LmforgeError(
-            "latent_reasoner recipes need model_name_or_path (a saved LatentReasoner) or both encoder_name_or_path "
+            f"{model_args.model_type} recipes need model_name_or_path (a saved model) or both encoder_name_or_path "
             "and decoder_name_or_path (pretrained backbones)"
         )
+    spec = get_spec(model_args.model_type)
     overrides = _config_overrides(model_args)
     encoder_path, _ = resolve_backbone(model_args.encoder_name_or_path)
     decoder_path, gguf_file = resolve_backbone(model_args.decoder_name_or_path, model_args.decoder_gguf_file)
@@ -98,36 +124,37 @@ def load_from_backbones(model_args: ModelArguments) -> tuple[LatentReasonerForCo
                 f"package: pip install gguf): {one_line(err)}"
             ) from None
     try:
-        model = LatentReasonerForConditionalGeneration.from_encoder_decoder_pretrained(
-            encoder_path, decoder_path, **backbone_kwargs, **overrides
-        )
+        head_class: Any = spec.head_class
+        model = head_class.from_encoder_decoder_pretrained(encoder_path, decoder_path, **backbone_kwargs, **overrides)
     except Exception as err:
         raise LmforgeError(
-            f"could not build a LatentReasoner from encoder '{encoder_path}' and decoder '{decoder_path}': "
+            f"could not build a {spec.head_class.__name__} from encoder '{encoder_path}' and decoder '{decoder_path}': "
             f"{one_line(err)}"
         ) from None
     model.generation_config.update(**SUMMARY_GENERATION)
-    return model, TokenizerPair(encoder_tokenizer, decoder_tokenizer)
+    return model, spec.processor_class(decoder_tokenizer, encoder_tokenizer)
 
 
-def load_saved(model_args: ModelArguments) -> tuple[LatentReasonerForConditionalGeneration, TokenizerPair]:
+def load_saved(model_args: SummarizationModelArguments) -> tuple[Any, Any]:
     """A saved LatentReasoner (e.g. an earlier run's output_dir) and its two tokenizers; `config_overrides` update
     its config (e.g. `dropout`)."""
     path = str(model_args.model_name_or_path)
     if model_args.encoder_name_or_path or model_args.decoder_name_or_path:
         raise LmforgeError(
-            "give model_name_or_path (a saved LatentReasoner) or encoder_name_or_path and decoder_name_or_path "
+            "give model_name_or_path (a saved model) or encoder_name_or_path and decoder_name_or_path "
             "(new MLPs on pretrained backbones), not both"
         )
+    spec = get_spec(model_args.model_type)
     overrides = _config_overrides(model_args)
     try:
         model: Any = AutoModelForSeq2SeqLM.from_pretrained(path, use_safetensors=True, **overrides)
     except Exception as err:
         raise LmforgeError(f"could not load a model from '{path}': {one_line(err)}") from None
-    if not isinstance(model, LatentReasonerForConditionalGeneration):
-        raise LmforgeError(f"'{path}' holds a {model.config.model_type} model; latent_reasoner recipes need one")
+    head_class: Any = spec.head_class
+    if not isinstance(model, head_class):
+        raise LmforgeError(f"'{path}' holds a {model.config.model_type} model; {spec.model_type} recipes need one")
     try:
-        tokenizers = TokenizerPair.from_pretrained(path)
+        tokenizers = spec.processor_class.from_pretrained(path)
     except Exception as err:
         raise LmforgeError(
             f"could not load the two tokenizers of '{path}' (the decoder's at the top, the encoder's in "
@@ -136,9 +163,7 @@ def load_saved(model_args: ModelArguments) -> tuple[LatentReasonerForConditional
     return model, tokenizers
 
 
-def _check_lengths(
-    model: LatentReasonerForConditionalGeneration, tokenizers: TokenizerPair, data_args: DataArguments
-) -> tuple[int, int]:
+def _check_lengths(model: Any, tokenizers: Any, data_args: Seq2SeqDataArguments) -> tuple[int, int]:
     """`max_source_length` (at most the encoder's context) and `max_target_length` (prefix, start token and target
     must fit the decoder's context), with their defaults."""
     encoder_context = getattr(model.config.encoder, "max_position_embeddings", None) or 512
@@ -162,7 +187,11 @@ def _check_lengths(
 
 
 def tokenize_summaries(
-    pairs: Dataset, tokenizers: TokenizerPair, max_source_length: int, max_target_length: int, eos_token_id: int
+    pairs: Dataset,
+    tokenizers: Any,
+    max_source_length: int,
+    max_target_length: int,
+    eos_token_id: int,
 ) -> Dataset:
     """`input_ids` / `attention_mask` of the dialogues (encoder) and `labels` of the summaries (decoder tokens and
     the end-of-sequence token, `max_target_length` in all)."""
@@ -179,27 +208,20 @@ def tokenize_summaries(
     )
 
 
-@torch.no_grad()
 def generate_summaries(
-    model: LatentReasonerForConditionalGeneration,
-    tokenizers: TokenizerPair,
+    model: Any,
+    tokenizers: Any,
     dialogues: list[str],
     max_source_length: int,
     max_new_tokens: int,
     batch_size: int,
     show_progress: bool = True,
 ) -> list[str]:
-    """A summary of each dialogue, `batch_size` dialogues per `generate()` call, with the model's generation_config
-    (greedy and without repeated 3-grams for a model built by this module)."""
-    summaries: list[str] = []
-    pad_token_id = tokenizers.pad_token_id if tokenizers.pad_token_id is not None else tokenizers.eos_token_id
-    for start in tqdm(range(0, len(dialogues), batch_size), desc="Summarizing", disable=not show_progress):
-        inputs = tokenizers(
-            dialogues[start : start + batch_size], padding=True, max_length=max_source_length, return_tensors="pt"
-        ).to(model.device)
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=pad_token_id)
-        summaries.extend(text.strip() for text in tokenizers.batch_decode(output, skip_special_tokens=True))
-    return summaries
+    """A summary of each dialogue, `batch_size` dialogues per `generate()` call of the inference layer, with the
+    model's generation_config (greedy and without repeated 3-grams for a model built by this module)."""
+    generator = TextGenerator(model, tokenizers, max_input_tokens=max_source_length)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    return generator.generate(dialogues, settings, batch_size=batch_size, show_progress=show_progress)
 
 
 def rouge_percent(predictions: list[str], references: list[str]) -> dict[str, float]:
@@ -277,9 +299,11 @@ class SummaryScorer:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-@register_builder("latent_reasoner")
-def build_latent_reasoner(
-    model_args: ModelArguments, data_args: DataArguments, training_args: LmforgeTrainingArguments
+@register_task("summarization", model_arguments=SummarizationModelArguments, data_arguments=SummarizationDataArguments)
+def build_summarization(
+    model_args: SummarizationModelArguments,
+    data_args: SummarizationDataArguments,
+    training_args: LmforgeTrainingArguments,
 ) -> TrainingSetup:
     """LatentReasoner on dialogue -> summary pairs (see the module docstring)."""
     raw = load_summarization(
@@ -292,8 +316,8 @@ def build_latent_reasoner(
         data_args.target_column,
         seed=training_args.seed,
     )
-    train_pairs = _limit(raw["train"], data_args.max_train_samples)
-    validation_pairs = _limit(raw["validation"], data_args.max_eval_samples)
+    train_pairs = limit_rows(raw["train"], data_args.max_train_samples)
+    validation_pairs = limit_rows(raw["validation"], data_args.max_eval_samples)
     model, tokenizers = load_saved(model_args) if model_args.model_name_or_path else load_from_backbones(model_args)
 
     max_source_length, max_target_length = _check_lengths(model, tokenizers, data_args)
@@ -320,8 +344,9 @@ def build_latent_reasoner(
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
-        "LatentReasoner (%s encoder, %s decoder): %.1fM parameters, %.3fM trained (the MLPs); %d train and %d "
+        "%s (%s encoder, %s decoder): %.1fM parameters, %.3fM trained (the MLPs); %d train and %d "
         "validation dialogues, sources <= %d and targets <= %d tokens",
+        model_args.model_type,
         encoder_config.model_type,
         decoder_config.model_type,
         total / 1e6,
@@ -352,11 +377,27 @@ def build_latent_reasoner(
 
 __all__ = [
     "SUMMARY_GENERATION",
+    "SummarizationDataArguments",
+    "SummarizationModelArguments",
     "SummaryScorer",
-    "build_latent_reasoner",
+    "build_summarization",
+    "config_fields",
     "generate_summaries",
     "load_from_backbones",
     "load_saved",
     "rouge_percent",
     "tokenize_summaries",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_latent_reasoner":  # lmforge 0.1's name, kept for one release
+        import warnings
+
+        warnings.warn(
+            "lmforge.training.summarization.build_latent_reasoner is deprecated: use build_summarization",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return build_summarization
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""The HF Trainer with perplexity in its logs, and a callback that writes a log a person can read."""
+"""The HF Trainer with perplexity in its logs and JSON training arguments, and a callback that writes a log a person
+can read."""
 
 import math
 import time
@@ -6,6 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer import TRAINING_ARGS_NAME
+
+# The training arguments saved next to the model and in every checkpoint, as JSON (the Trainer writes a pickle,
+# training_args.bin, which nothing reads back: resuming reads trainer_state.json, the weights, optimizer, scheduler
+# and RNG states).
+TRAINING_ARGS_JSON = "training_args.json"
 
 
 def add_perplexity(logs: dict[str, float]) -> dict[str, float]:
@@ -17,11 +24,20 @@ def add_perplexity(logs: dict[str, float]) -> dict[str, float]:
 
 
 class LmforgeTrainer(Trainer):
-    """`Trainer` whose logged and returned metrics carry perplexity next to every loss, and whose Hub pushes carry
-    the lmforge model card."""
+    """`Trainer` whose logged and returned metrics carry perplexity next to every loss, which saves its arguments as
+    JSON (`training_args.json`, no pickle) with the model and in every checkpoint, and whose own Hub pushes (when it
+    is used on its own; `run_training` pushes with `lmforge push`) carry the lmforge model card."""
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         super().log(add_perplexity(logs), start_time)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        if not self.args.should_save:
+            return
+        folder = Path(output_dir if output_dir is not None else str(self.args.output_dir))
+        (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+        (folder / TRAINING_ARGS_JSON).write_text(self.args.to_json_string(), encoding="utf-8")
 
     def create_model_card(
         self,
@@ -88,4 +104,4 @@ class LogFileCallback(TrainerCallback):
         self._write(f"step {state.global_step}/{state.max_steps} [{elapsed:.0f}s] " + " ".join(parts))
 
 
-__all__ = ["LmforgeTrainer", "LogFileCallback", "add_perplexity"]
+__all__ = ["TRAINING_ARGS_JSON", "LmforgeTrainer", "LogFileCallback", "add_perplexity"]

@@ -286,7 +286,7 @@ def test_reference_tokenizer_has_10000_tokens_plus_4_specials():
     from lmforge.data import load_plays
 
     texts = [text for _, text in load_plays(max_plays=6)]
-    tokenizer = AksisTokenizer.train_from_texts(texts, vocab_size=10000)
+    tokenizer = AksisTokenizer.train_from_texts(texts, vocab_size=10004)
     assert len(tokenizer) == 10004
     assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3]) == ["<pad>", "<unk>", "<s>", "</s>"]
 

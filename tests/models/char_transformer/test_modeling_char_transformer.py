@@ -26,10 +26,10 @@ from transformers import (
 
 import lmforge.models  # noqa: F401  (registers the Auto classes)
 from lmforge.models.char_transformer import (
-    CharTokenizer,
     CharTransformerConfig,
     CharTransformerForCausalLM,
     CharTransformerModel,
+    CharTransformerTokenizer,
 )
 from lmforge.models.char_transformer.modeling_char_transformer import CACHE_FIELD
 
@@ -108,11 +108,11 @@ TEXT = (
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> CharTokenizer:
-    return CharTokenizer.from_text(TEXT)
+def tokenizer() -> CharTransformerTokenizer:
+    return CharTransformerTokenizer.from_text(TEXT)
 
 
-def tiny_config(tokenizer: CharTokenizer, **overrides: object) -> CharTransformerConfig:
+def tiny_config(tokenizer: CharTransformerTokenizer, **overrides: object) -> CharTransformerConfig:
     kwargs: dict[str, object] = {
         "vocab_size": len(tokenizer),
         "max_position_embeddings": 64,
@@ -127,19 +127,19 @@ def tiny_config(tokenizer: CharTokenizer, **overrides: object) -> CharTransforme
     return CharTransformerConfig(**kwargs)  # type: ignore[arg-type]
 
 
-def tiny_model(tokenizer: CharTokenizer, seed: int = 0, **overrides: object) -> CharTransformerForCausalLM:
+def tiny_model(tokenizer: CharTransformerTokenizer, seed: int = 0, **overrides: object) -> CharTransformerForCausalLM:
     torch.manual_seed(seed)
     return CharTransformerForCausalLM(tiny_config(tokenizer, **overrides)).eval()
 
 
-def encode(tokenizer: CharTokenizer, text: str) -> torch.Tensor:
+def encode(tokenizer: CharTransformerTokenizer, text: str) -> torch.Tensor:
     return torch.tensor([tokenizer(text)["input_ids"]])
 
 
 # --- configuration ---
 
 
-def test_config_round_trip(tmp_path: Path, tokenizer: CharTokenizer) -> None:
+def test_config_round_trip(tmp_path: Path, tokenizer: CharTransformerTokenizer) -> None:
     config = tiny_config(tokenizer, hidden_dropout=0.1, use_bias=False, layer_norm_eps=1e-6)
     restored = CharTransformerConfig.from_dict(config.to_dict())
     assert restored.to_dict() == config.to_dict()
@@ -176,7 +176,7 @@ def test_config_rejects_negative_dropout() -> None:
 # --- forward ---
 
 
-def test_forward_shapes_and_loss(tokenizer: CharTokenizer) -> None:
+def test_forward_shapes_and_loss(tokenizer: CharTransformerTokenizer) -> None:
     model = tiny_model(tokenizer)
     input_ids = torch.randint(4, len(tokenizer), (3, 10))
     out = model(input_ids=input_ids, labels=input_ids)
@@ -197,7 +197,7 @@ def test_forward_shapes_and_loss(tokenizer: CharTokenizer) -> None:
     assert model(input_ids=input_ids, logits_to_keep=1).logits.shape == (3, 1, len(tokenizer))
 
 
-def test_blocks_are_post_norm(tokenizer: CharTokenizer) -> None:
+def test_blocks_are_post_norm(tokenizer: CharTransformerTokenizer) -> None:
     """x = LN(x + Attn(x)); x = LN(x + FFN(x)): the output of every block is normalised per position."""
     model = tiny_model(tokenizer)
     block_inputs: list[torch.Tensor] = []
@@ -220,11 +220,12 @@ def test_blocks_are_post_norm(tokenizer: CharTokenizer) -> None:
         torch.testing.assert_close(output.mean(dim=-1), torch.zeros(2, 12), atol=1e-5, rtol=0)
         torch.testing.assert_close(output.var(dim=-1, unbiased=False), torch.ones(2, 12), atol=1e-3, rtol=0)
     # No final LayerNorm: the last block's output is what the head sees.
-    assert not hasattr(model.model, "norm")
+    assert isinstance(model.model.norm, torch.nn.Identity)  # AksisModel's forward, with the identity as final norm
+    assert not any(name.startswith("model.norm") for name in model.state_dict())
     assert isinstance(model.model.layers[0].mlp.act_fn, torch.nn.ReLU)
 
 
-def test_sequence_past_the_context_raises(tokenizer: CharTokenizer) -> None:
+def test_sequence_past_the_context_raises(tokenizer: CharTransformerTokenizer) -> None:
     model = tiny_model(tokenizer, max_position_embeddings=8)
     with pytest.raises(ValueError, match="context length"):
         model(input_ids=torch.randint(4, len(tokenizer), (1, 9)))
@@ -248,7 +249,7 @@ class RepeatedTextDataset(torch.utils.data.Dataset):
         return {"input_ids": window, "labels": window}
 
 
-def test_trainer_lowers_the_loss(tmp_path: Path, tokenizer: CharTokenizer) -> None:
+def test_trainer_lowers_the_loss(tmp_path: Path, tokenizer: CharTransformerTokenizer) -> None:
     model = tiny_model(tokenizer)
     ids = tokenizer("to be or not to be. " * 20)["input_ids"]
     dataset = RepeatedTextDataset(ids, block_size=32)
@@ -280,7 +281,7 @@ def test_trainer_lowers_the_loss(tmp_path: Path, tokenizer: CharTokenizer) -> No
     assert after < 0.6 * before, (before, after)  # ~3.7 -> ~1.7 with this seed
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(tokenizer: CharTokenizer) -> None:
+def test_gradient_checkpointing_gives_the_same_gradients(tokenizer: CharTransformerTokenizer) -> None:
     input_ids = torch.randint(4, len(tokenizer), (2, 10))
     grads = []
     for checkpointing in (False, True):
@@ -295,7 +296,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tokenizer: CharTokenize
 # --- save / load ---
 
 
-def test_save_load_round_trip(tmp_path: Path, tokenizer: CharTokenizer) -> None:
+def test_save_load_round_trip(tmp_path: Path, tokenizer: CharTransformerTokenizer) -> None:
     model = tiny_model(tokenizer)
     model.save_pretrained(tmp_path)
 
@@ -320,7 +321,7 @@ def test_save_load_round_trip(tmp_path: Path, tokenizer: CharTokenizer) -> None:
 # --- generation ---
 
 
-def test_batched_left_padded_generate_equals_one_by_one(tokenizer: CharTokenizer) -> None:
+def test_batched_left_padded_generate_equals_one_by_one(tokenizer: CharTransformerTokenizer) -> None:
     model = tiny_model(tokenizer)
     prompts = ["to be", "or not to be, that", "the question"]
     kwargs = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": tokenizer.pad_token_id, "eos_token_id": None}
@@ -335,7 +336,7 @@ def test_batched_left_padded_generate_equals_one_by_one(tokenizer: CharTokenizer
         assert torch.equal(batched[row], alone[0]), prompt
 
 
-def test_seeded_sampling_is_reproducible(tokenizer: CharTokenizer) -> None:
+def test_seeded_sampling_is_reproducible(tokenizer: CharTransformerTokenizer) -> None:
     model = tiny_model(tokenizer)
     input_ids = encode(tokenizer, "to be")
     kwargs = {"max_new_tokens": 20, "do_sample": True, "top_k": 0, "pad_token_id": tokenizer.pad_token_id}
@@ -351,7 +352,7 @@ def test_seeded_sampling_is_reproducible(tokenizer: CharTokenizer) -> None:
 # --- tokenizer ---
 
 
-def test_tokenizer_round_trip_and_unknown_characters(tokenizer: CharTokenizer) -> None:
+def test_tokenizer_round_trip_and_unknown_characters(tokenizer: CharTransformerTokenizer) -> None:
     assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3]) == ["<pad>", "<unk>", "<s>", "</s>"]
     assert (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (
         0,
@@ -374,24 +375,24 @@ def test_tokenizer_round_trip_and_unknown_characters(tokenizer: CharTokenizer) -
     assert tokenizer.tokenize("<s>ab</s>") == ["<s>", "a", "b", "</s>"]
 
 
-def test_tokenizer_save_and_auto_load(tmp_path: Path, tokenizer: CharTokenizer) -> None:
+def test_tokenizer_save_and_auto_load(tmp_path: Path, tokenizer: CharTransformerTokenizer) -> None:
     tokenizer.save_pretrained(tmp_path)
     vocab = json.loads((tmp_path / "vocab.json").read_text(encoding="utf-8"))
     assert vocab == tokenizer.get_vocab()
     assert list(vocab.values()) == list(range(len(vocab)))  # written in id order
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
-    assert config["auto_map"]["AutoTokenizer"][0] == "tokenization_char_transformer.CharTokenizer"
+    assert config["auto_map"]["AutoTokenizer"][0] == "tokenization_char_transformer.CharTransformerTokenizer"
     assert (tmp_path / "tokenization_char_transformer.py").exists()
 
     # AutoTokenizer finds the class through the model config in the same folder.
     tiny_config(tokenizer).save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
-    assert type(loaded) is CharTokenizer
+    assert type(loaded) is CharTransformerTokenizer
     assert loaded.get_vocab() == tokenizer.get_vocab()
     assert loaded.decode(loaded(TEXT)["input_ids"]) == TEXT
 
 
-def test_auto_classes_build_char_transformer(tokenizer: CharTokenizer) -> None:
+def test_auto_classes_build_char_transformer(tokenizer: CharTransformerTokenizer) -> None:
     config = tiny_config(tokenizer)
     assert type(AutoModelForCausalLM.from_config(config)) is CharTransformerForCausalLM
     assert type(AutoModel.from_config(config)) is CharTransformerModel
@@ -436,7 +437,9 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_saved_folder_loads_with_trust_remote_code_without_lmforge(tmp_path: Path, tokenizer: CharTokenizer) -> None:
+def test_saved_folder_loads_with_trust_remote_code_without_lmforge(
+    tmp_path: Path, tokenizer: CharTransformerTokenizer
+) -> None:
     folder = tmp_path / "model"
     model = tiny_model(tokenizer)
     model.save_pretrained(folder)

@@ -36,6 +36,7 @@ from lmforge.models.latent_reasoner import (
     LatentReasonerConfig,
     LatentReasonerForConditionalGeneration,
     LatentReasonerModel,
+    LatentReasonerProcessor,
     load_tokenizers,
     save_tokenizers,
 )
@@ -685,11 +686,18 @@ def test_loads_and_generates_without_lmforge(
 def test_tokenizers_saved_next_to_the_model(
     tmp_path: Path, encoder_tokenizer: PreTrainedTokenizerFast, decoder_tokenizer: PreTrainedTokenizerFast
 ) -> None:
-    save_tokenizers(tmp_path, encoder_tokenizer, decoder_tokenizer)
+    LatentReasonerProcessor(decoder_tokenizer, encoder_tokenizer).save_pretrained(tmp_path)
     assert (tmp_path / "encoder_tokenizer" / "tokenizer.json").exists() and (tmp_path / "tokenizer.json").exists()
-    loaded_encoder, loaded_decoder = load_tokenizers(tmp_path)
+    processor = LatentReasonerProcessor.from_pretrained(tmp_path)
+    assert processor.encoder_tokenizer("the cat")["input_ids"] == encoder_tokenizer("the cat")["input_ids"]
+    assert processor.tokenizer.bos_token == "<s>" and processor.tokenizer.convert_tokens_to_ids("cat") == 5
+    # The deprecated functions of lmforge 0.1 still write and read the same layout, with a FutureWarning.
+    with pytest.warns(FutureWarning, match="save_tokenizers is deprecated"):
+        save_tokenizers(tmp_path / "old", encoder_tokenizer, decoder_tokenizer)
+    with pytest.warns(FutureWarning, match="load_tokenizers is deprecated"):
+        loaded_encoder, loaded_decoder = load_tokenizers(tmp_path / "old")
     assert loaded_encoder("the cat")["input_ids"] == encoder_tokenizer("the cat")["input_ids"]
-    assert loaded_decoder.bos_token == "<s>" and loaded_decoder.convert_tokens_to_ids("cat") == 5
+    assert loaded_decoder.convert_tokens_to_ids("cat") == 5
 
 
 def test_encoder_outputs_as_tuple_and_errors(model: LatentReasonerForConditionalGeneration) -> None:

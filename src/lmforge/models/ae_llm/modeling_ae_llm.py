@@ -931,17 +931,16 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def answer_question(self, question: str, tokenizer: Any, max_new_tokens: int = 32, **generate_kwargs: Any) -> str:
-        """Encode `question`, decode its answer latent with `generate()` (greedy unless told otherwise) and return
-        the answer text without special tokens. `generate_kwargs` go to `generate()` (e.g. `num_beams=4`)."""
-        inputs = tokenizer(
-            question, return_tensors="pt", truncation=True, max_length=self.config.max_position_embeddings
-        )
-        inputs = {
-            key: value.to(self.device) for key, value in inputs.items() if key in ("input_ids", "attention_mask")
-        }
+        """The answer to `question`, through this folder's `text2text-generation` pipeline (the model's one text
+        path): encoded with its closing `</s>` and truncated to `max_position_embeddings`, answered by `generate()`
+        in "answer" mode (greedy unless told otherwise) and decoded without special tokens. `generate_kwargs` go to
+        `generate()` (e.g. `num_beams=4`)."""
+        from .pipeline_ae_llm import AELLMText2TextGenerationPipeline
+
         generate_kwargs.setdefault("mode", "answer")
-        output = self.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
-        return str(tokenizer.decode(output[0], skip_special_tokens=True)).strip()
+        answerer = AELLMText2TextGenerationPipeline(model=self, tokenizer=tokenizer, device=self.device)
+        [answer] = answerer(question, max_new_tokens=max_new_tokens, **generate_kwargs)
+        return str(answer["generated_text"])
 
 
 __all__ = [

@@ -330,7 +330,8 @@ class AksisModel(AksisPreTrainedModel):
         if self.gradient_checkpointing and self.training:
             use_cache = False
         if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)  # what in-library models return; generate() uses AksisCache
+            # what in-library models return; generate() uses AksisCache
+            cache = DynamicCache(config=self.config)
 
         if position_ids is None:
             past_seen = cache.get_seq_length() if cache is not None else 0

@@ -1,4 +1,4 @@
-"""Aksis tokenizer: byte-level BPE (10,000 merges-and-bytes tokens + 4 special tokens) trained with `tokenizers`."""
+"""Aksis tokenizer: byte-level BPE (10,000 learned tokens + 4 special tokens) trained with `tokenizers`."""
 
 from collections.abc import Iterable
 
@@ -25,7 +25,7 @@ class AksisTokenizer(PreTrainedTokenizerFast):
     Example:
 
     ```python
-    >>> tok = AksisTokenizer.train_from_texts(["To be, or not to be: that is the question."] * 10, vocab_size=300)
+    >>> tok = AksisTokenizer.train_from_texts(["To be, or not to be: that is the question."] * 10, vocab_size=304)
     >>> tok.decode(tok("to be")["input_ids"])
     'to be'
     ```
@@ -38,16 +38,18 @@ class AksisTokenizer(PreTrainedTokenizerFast):
 
     @classmethod
     def train_from_texts(
-        cls, texts: Iterable[str], vocab_size: int = 10000, min_frequency: int = 2, show_progress: bool = False
+        cls, texts: Iterable[str], vocab_size: int = 10004, min_frequency: int = 2, show_progress: bool = False
     ) -> "AksisTokenizer":
-        """Train a byte-level BPE of `vocab_size` learned tokens; the 4 special tokens come on top (ids 0-3)."""
+        """Train a byte-level BPE of at most `vocab_size` tokens, the 4 special tokens (ids 0-3) included, as
+        `config.vocab_size` counts them: the reference 10,004 is 10,000 learned tokens + 4 special tokens. A small
+        corpus can yield fewer tokens than asked: size the model with `len(tokenizer)`."""
         tokenizer = Tokenizer(models.BPE(unk_token=None))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
         specials = list(SPECIAL_TOKENS.values())
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size + len(specials),
+            vocab_size=vocab_size,
             min_frequency=min_frequency,
             special_tokens=specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),

@@ -299,7 +299,8 @@ class CharTransformerPreTrainedModel(PreTrainedModel):
 
 
 class CharTransformerModel(CharTransformerPreTrainedModel):
-    """Token + learned position embeddings and the post-norm blocks (each ends in a LayerNorm; no final norm)."""
+    """Token + learned position embeddings and the post-norm blocks (each ends in a LayerNorm): `AksisModel` without
+    its final LayerNorm (`norm` is the identity, with no weights), so the forward pass is Aksis's."""
 
     def __init__(self, config: CharTransformerConfig) -> None:
         super().__init__(config)
@@ -307,15 +308,19 @@ class CharTransformerModel(CharTransformerPreTrainedModel):
         self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.layers = nn.ModuleList(CharTransformerDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = nn.Identity()  # post-norm blocks end normalised already
         self.gradient_checkpointing = False
         self.post_init()
 
+    # Copied from lmforge.models.aksis.modeling_aksis.AksisModel.get_input_embeddings
     def get_input_embeddings(self) -> nn.Module:
         return self.embed_tokens
 
+    # Copied from lmforge.models.aksis.modeling_aksis.AksisModel.set_input_embeddings
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.embed_tokens = value
 
+    # Copied from lmforge.models.aksis.modeling_aksis.AksisModel.forward with Aksis->CharTransformer
     @accepts_past_key_values
     @capture_outputs
     def forward(
@@ -337,9 +342,8 @@ class CharTransformerModel(CharTransformerPreTrainedModel):
         if self.gradient_checkpointing and self.training:
             use_cache = False
         if use_cache and cache is None:
-            cache = DynamicCache(
-                config=self.config
-            )  # what in-library models return; generate() uses CharTransformerCache
+            # what in-library models return; generate() uses CharTransformerCache
+            cache = DynamicCache(config=self.config)
 
         if position_ids is None:
             past_seen = cache.get_seq_length() if cache is not None else 0
@@ -362,6 +366,7 @@ class CharTransformerModel(CharTransformerPreTrainedModel):
                 cache=cache,
                 **kwargs,
             )
+        hidden_states = self.norm(hidden_states)
         cache_output: dict[str, Any] = {CACHE_FIELD: cache if use_cache else None}
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_output)
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,12 +12,12 @@ VOCAB_FILES_NAMES = {"vocab_file": "vocab.json"}
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
 
 
-class CharTokenizer(PreTrainedTokenizer):
+class CharTransformerTokenizer(PreTrainedTokenizer):
     """A character-level tokenizer: every character of the text is one token, unknown characters become `<unk>`.
 
     The vocabulary is the 4 special tokens (pad 0, unk 1, bos 2, eos 3) followed by the sorted characters of the
     training text; it is saved as `vocab.json`. Encoding adds no special tokens, so `decode(encode(text)) == text`
-    for any text made of known characters. Build a new one with [`CharTokenizer.from_text`]; load a saved one with
+    for any text made of known characters. Build a new one with [`CharTransformerTokenizer.from_text`]; load a saved one with
     `AutoTokenizer.from_pretrained(path)`.
 
     Args:
@@ -30,7 +31,7 @@ class CharTokenizer(PreTrainedTokenizer):
     Example:
 
     ```python
-    >>> tok = CharTokenizer.from_text("To be, or not to be: that is the question.")
+    >>> tok = CharTransformerTokenizer.from_text("To be, or not to be: that is the question.")
     >>> tok.decode(tok("to be")["input_ids"])
     'to be'
     >>> tok.convert_ids_to_tokens(tok("Z")["input_ids"])
@@ -52,7 +53,7 @@ class CharTokenizer(PreTrainedTokenizer):
         **kwargs: Any,
     ) -> None:
         if (vocab_file is None) == (vocab is None):
-            raise ValueError("Pass exactly one of vocab_file or vocab to CharTokenizer.")
+            raise ValueError("Pass exactly one of vocab_file or vocab to CharTransformerTokenizer.")
         if vocab is None:
             with open(vocab_file, encoding="utf-8") as handle:  # type: ignore[arg-type]
                 vocab = json.load(handle)
@@ -67,7 +68,7 @@ class CharTokenizer(PreTrainedTokenizer):
         super().__init__(pad_token=pad_token, unk_token=unk_token, bos_token=bos_token, eos_token=eos_token, **kwargs)
 
     @classmethod
-    def from_text(cls, text: str | Iterable[str], **kwargs: Any) -> "CharTokenizer":
+    def from_text(cls, text: str | Iterable[str], **kwargs: Any) -> "CharTransformerTokenizer":
         """Build the vocabulary from the characters of `text` (one string or an iterable of strings)."""
         specials = {key: kwargs.pop(key, default) for key, default in SPECIAL_TOKENS.items()}
         characters = sorted(set("".join(text)))
@@ -110,4 +111,14 @@ class CharTokenizer(PreTrainedTokenizer):
         return (vocab_file,)
 
 
-__all__ = ["SPECIAL_TOKENS", "CharTokenizer"]
+class CharTokenizer(CharTransformerTokenizer):
+    """Deprecated name of [`CharTransformerTokenizer`] (lmforge 0.1); it goes in the next release."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn(
+            "CharTokenizer is deprecated: use CharTransformerTokenizer (the same class).", FutureWarning, stacklevel=2
+        )
+        super().__init__(*args, **kwargs)
+
+
+__all__ = ["SPECIAL_TOKENS", "CharTokenizer", "CharTransformerTokenizer"]

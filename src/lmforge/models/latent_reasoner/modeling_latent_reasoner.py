@@ -124,10 +124,12 @@ def mean_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) 
     return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
-def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
-    """`decoder_input_ids` from `labels`: one step right behind the start token, -100 replaced by the pad token."""
-    shifted = labels.new_full(labels.shape, decoder_start_token_id)
-    shifted[:, 1:] = labels[:, :-1]
+# Copied from lmforge.models.ae_llm.modeling_ae_llm.shift_tokens_right
+def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Labels -> decoder inputs: prepend the start token, drop the last token, replace -100 by the pad token."""
+    shifted = input_ids.new_zeros(input_ids.shape)
+    shifted[:, 1:] = input_ids[:, :-1].clone()
+    shifted[:, 0] = decoder_start_token_id
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 

@@ -78,12 +78,12 @@ class LatentReasonerSummarizationPipeline(Pipeline):
     def _forward(self, model_inputs: dict[str, Any], alpha: float = 0.5, **generate_kwargs: Any) -> Any:
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
         model: Any = self.model
-        if "other_input_ids" not in model_inputs:
-            return {"output_ids": model.generate(**model_inputs, **generate_kwargs)}
-        idea_a, _ = model.encode(model_inputs["input_ids"], model_inputs["attention_mask"])  # (B, I)
-        idea_b, _ = model.encode(model_inputs["other_input_ids"], model_inputs["other_attention_mask"])
-        idea_vectors = (1.0 - alpha) * idea_a + alpha * idea_b
-        return {"output_ids": model.generate(idea_vectors=idea_vectors, **generate_kwargs)}
+        inputs = {key: model_inputs[key] for key in ("input_ids", "attention_mask")}
+        if "other_input_ids" in model_inputs:  # decode from the mix of the two texts' idea vectors
+            idea_a, _ = model.encode(model_inputs["input_ids"], model_inputs["attention_mask"])  # (B, I)
+            idea_b, _ = model.encode(model_inputs["other_input_ids"], model_inputs["other_attention_mask"])
+            inputs = {"idea_vectors": (1.0 - alpha) * idea_a + alpha * idea_b}
+        return {"output_ids": model.generate(**inputs, **generate_kwargs)}
 
     def postprocess(self, model_outputs: Any, **decode_kwargs: Any) -> Any:
         tokenizer: Any = self.tokenizer

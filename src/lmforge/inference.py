@@ -1,0 +1,523 @@
+"""The one inference layer: text in, text out through `generate()`, for every lmforge architecture.
+
+`TextGenerator` holds a model, its processor and its spec (`lmforge.models.ModelSpec`); `GenerationSettings` holds
+the options of the command line and the server. `lmforge generate` / `chat`, `lmforge serve`, `lmforge demo`, the
+training scorers and the run's samples all go through it, so a prompt is encoded, fitted to the context, generated
+from and decoded the same way everywhere.
+
+    from lmforge.inference import GenerationSettings, TextGenerator
+
+    generator = TextGenerator.from_pretrained("outputs/quickstart")
+    print(generator.generate("ROMEO:", GenerationSettings(max_new_tokens=60, do_sample=True, top_k=50)))
+    for piece in generator.stream(messages=[{"role": "user", "content": "Hello"}]):
+        print(piece, end="", flush=True)
+
+The rules follow the spec's `prompt_style`:
+
+- "continue" (a decoder: Aksis, CharTransformer). The prompt is encoded without special tokens and the new text
+  follows it; an empty prompt starts from the end-of-text token that lmforge's language-model training puts between
+  documents. The model sees at most `max_position_embeddings` tokens: `max_new_tokens` must be below that, and a
+  longer prompt keeps its last tokens (with a warning). A chat is the conversation through the tokenizer's chat
+  template (`PLAIN_CHAT_TEMPLATE`, "role: text" lines, when it has none); the answer gets the room the conversation
+  leaves, at least half the context (or what was asked, if less), and the conversation keeps its most recent tokens.
+- "answer" (an encoder-decoder: AE-LLM, LatentReasoner). The prompt is encoded with its special tokens, as in
+  training. The encoder reads at most `max_position_embeddings` tokens (AE-LLM) or what its tokenizer's
+  `model_max_length` allows (LatentReasoner's encoder tokenizer, saved with the training run's `max_source_length`):
+  a longer prompt keeps its first tokens (with a warning). `max_new_tokens` is lowered to what the decoder writes
+  (AE-LLM's `max_position_embeddings`; LatentReasoner's decoder context after its prefix embeddings), with a
+  warning. A chat answers the last user message: the model was trained on single inputs, not on conversations.
+
+The limits come from the spec (`ModelSpec.generation_limits`), so no model type is named here.
+
+A spec with the "interpolate" mode (LatentReasoner) also decodes from a mix of two texts' latent vectors: its head has
+`get_latent_vector(input_ids, attention_mask=...)` and `generate(idea_vectors=...)`.
+"""
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from .errors import LmforgeError
+from .loading import load_model_and_processor
+from .models import SPECS, ModelSpec
+from .models.spec import context_limits
+
+logger = logging.getLogger(__name__)
+
+# The chat template of a tokenizer that has none of its own (e.g. a character-level one): "role: text" lines.
+PLAIN_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] + ': ' + message['content'] + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+)
+# Options that only apply when sampling (left out when do_sample is False, so generate() does not warn about them).
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to generate: the options of `lmforge generate` / `chat`, the server and the demo.
+
+    None leaves an option to the model's `generation_config` (e.g. LatentReasoner's greedy decoding without repeated
+    3-grams). `seed` seeds torch's generator before each generation, for reproducible sampling.
+    """
+
+    max_new_tokens: int = 100
+    do_sample: bool | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    num_beams: int | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens <= 0:
+            raise LmforgeError(f"the number of new tokens must be positive, got {self.max_new_tokens}")
+
+    def generation_options(self) -> dict[str, Any]:
+        """The `GenerationConfig` fields these settings set (None left out; the sampling ones only when sampling)."""
+        options = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name != "seed" and getattr(self, field.name) is not None
+        }
+        if options.get("do_sample") is False:
+            for key in SAMPLING_OPTIONS:
+                options.pop(key, None)
+        return options
+
+
+@dataclass
+class Completion:
+    """One generated text: the text (special tokens left out), the prompt and new token counts, and why it ended
+    ("stop": an end-of-sequence token or a cancelled stream; "length": `max_new_tokens` reached)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+@dataclass
+class Encoded:
+    """Model inputs ready for `generate()`, the number of new tokens that fits, and the prompt's length in tokens."""
+
+    inputs: dict[str, torch.Tensor]
+    max_new_tokens: int
+    prompt_tokens: int
+
+
+class CancelledCriteria(StoppingCriteria):
+    """Stops `generate` once `event` is set (e.g. the streaming client went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class TextStream:
+    """The new text of one generation as it is generated: `generate()` runs in a thread and feeds a
+    `TextIteratorStreamer`. Iterate over it for the pieces; afterwards `completion` holds the finished `Completion`.
+    Leaving the loop early stops the generation (through `cancel`). An error in the generation is raised to the
+    reader. With `streaming=False` (beam search, which cannot stream) the whole text comes as one piece; with
+    `strip=True` the pieces add up to the stripped text (an encoder-decoder's answer)."""
+
+    def __init__(
+        self,
+        run: Callable[[TextIteratorStreamer | None], Any],
+        processor: Any,
+        cancel: threading.Event | None = None,
+        streaming: bool = True,
+        strip: bool = False,
+    ) -> None:
+        self._run = run
+        self._processor = processor
+        self.cancel = cancel or threading.Event()
+        self.streaming = streaming
+        self.strip = strip
+        self.completion: Any = None
+
+    def __iter__(self) -> Iterator[str]:
+        if not self.streaming:
+            self.completion = self._run(None)
+            text = getattr(self.completion, "text", "")
+            if text:
+                yield text
+            return
+        streamer = TextIteratorStreamer(self._processor, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                self.completion = self._run(streamer)
+            except BaseException as err:  # raised to the reader, not lost in the thread
+                errors.append(err)
+                streamer.end()
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        started, held = not self.strip, ""
+        try:
+            for piece in streamer:
+                if self.strip:  # no leading whitespace, and trailing whitespace only once more text follows it
+                    piece = piece if started else piece.lstrip()
+                    started = started or bool(piece)
+                    kept = (held + piece).rstrip()
+                    piece, held = kept, (held + piece)[len(kept) :]
+                if piece:
+                    yield piece
+        finally:
+            if thread.is_alive():
+                self.cancel.set()
+            thread.join()
+        if errors:
+            raise errors[0]
+
+
+def generation_config(model: Any, options: dict[str, Any]) -> GenerationConfig:
+    """A copy of the model's generation config updated with `options` (`GenerationSettings.generation_options`)."""
+    if model.generation_config is not None:
+        config = GenerationConfig(**model.generation_config.to_dict())
+    else:
+        config = GenerationConfig.from_model_config(model.config)
+    config.update(**options)
+    return config
+
+
+def _names_with_mode(mode: str) -> str:
+    return " or ".join(model_type for model_type, spec in SPECS.items() if mode in spec.modes)
+
+
+class TextGenerator:
+    """Text in, text out, for one model: `generate`, `chat`, `interpolate` and `stream` (see the module docstring).
+
+    Args:
+        model: A model with `generate()` (a `PeftModel` too), in eval mode.
+        processor: What reads and writes its text: a tokenizer, or a processor (`LatentReasonerProcessor`).
+        spec: The architecture's spec; by default the one of `model.config.model_type` (a transformers model without
+            one is a "continue" model, or an "answer" model when its config is an encoder-decoder).
+        max_input_tokens: Read at most this many prompt tokens (e.g. the training run's `max_source_length`), on top
+            of the context rules; prompts cut to a limit given here are cut without a warning.
+    """
+
+    def __init__(self, model: Any, processor: Any, spec: ModelSpec | None = None, max_input_tokens: int | None = None):
+        self.model = model
+        self.processor = processor
+        config = model.config
+        self.spec = spec if spec is not None else SPECS.get(str(config.model_type))
+        if self.spec is not None:
+            self.prompt_style = self.spec.prompt_style
+        else:
+            self.prompt_style = "answer" if config.is_encoder_decoder else "continue"
+        limits = self.spec.generation_limits if self.spec is not None else context_limits
+        # The most prompt tokens the model reads and new tokens it writes; a decoder shares one context between them.
+        self.input_limit, self.output_limit = limits(config)
+        self.context = self.input_limit if self.prompt_style == "continue" else None
+        self.max_input_tokens = max_input_tokens
+        self.chat_template = getattr(processor, "chat_template", None) or PLAIN_CHAT_TEMPLATE
+
+    @classmethod
+    def from_pretrained(
+        cls, model_path: str | Path, device: str | None = None, **model_kwargs: Any
+    ) -> "TextGenerator":
+        """Load a saved folder (or a LoRA adapter folder) with `lmforge.loading.load_model_and_processor`."""
+        model, processor = load_model_and_processor(model_path, device, **model_kwargs)
+        return cls(model, processor)
+
+    @property
+    def model_type(self) -> str:
+        return str(self.model.config.model_type)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """What the model offers besides plain generation ("chat", "interpolate"), from its spec."""
+        return self.spec.modes if self.spec is not None else ("chat",)
+
+    @property
+    def max_new_tokens_limit(self) -> int | None:
+        """The most new tokens one generation can write (None: no limit from the model)."""
+        if self.prompt_style == "continue":
+            return self.context - 1 if self.context is not None else None
+        return self.output_limit
+
+    # --- Encoding: prompt -> model inputs that fit the context ------------------------------------------------------
+
+    def encode(self, prompts: Sequence[str], max_new_tokens: int) -> Encoded:
+        """Model inputs for `prompts` (a "continue" model takes one at a time) and the new tokens that fit."""
+        if self.prompt_style == "answer":
+            return self._encode_answer(prompts, max_new_tokens)
+        if len(prompts) != 1:
+            raise ValueError("a decoder continues one prompt at a time")
+        if self.context is not None and max_new_tokens >= self.context:
+            raise LmforgeError(f"max new tokens ({max_new_tokens}) must be below the model's context ({self.context})")
+        ids = list(self.processor(prompts[0], add_special_tokens=False)["input_ids"])
+        if not ids:
+            # An empty prompt starts from the end-of-text token that separates the training documents: what the
+            # model learned to write after it is the start of a new document.
+            start = self.processor.eos_token_id
+            start = start if start is not None else self.processor.bos_token_id
+            if start is None:
+                raise LmforgeError("give a prompt: the tokenizer has no end-of-text token to start from")
+            ids = [start]
+        return Encoded(self._causal_inputs(self._keep_end(ids, max_new_tokens)), max_new_tokens, len(ids))
+
+    def _keep_end(self, ids: list[int], max_new_tokens: int) -> list[int]:
+        limits = [self.context - max_new_tokens] if self.context is not None else []
+        limits += [self.max_input_tokens] if self.max_input_tokens else []
+        room = min(limits, default=None)
+        if room is not None and len(ids) > room:
+            # Documented truncation: the model sees at most `context` tokens, so keep the end of the prompt.
+            if not self.max_input_tokens:  # a limit the caller set is no surprise
+                logger.warning("Prompt longer than %d tokens: only its last %d tokens are used", room, room)
+            ids = ids[-room:]
+        return ids
+
+    def _causal_inputs(self, ids: list[int]) -> dict[str, torch.Tensor]:
+        input_ids = torch.tensor([ids], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+
+    def _encode_answer(self, prompts: Sequence[str], max_new_tokens: int) -> Encoded:
+        limit = self.max_input_tokens or self.input_limit  # None: the tokenizer's own model_max_length
+        encoded = self.processor(list(prompts), padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        kept = encoded["attention_mask"].sum(dim=1).tolist()
+        lengths = [len(ids) for ids in self.processor(list(prompts), truncation=False)["input_ids"]]
+        cut = sum(length > k for length, k in zip(lengths, kept, strict=True))
+        if cut and not self.max_input_tokens:  # a limit the caller set is no surprise
+            # Documented truncation: the encoder reads a bounded length, so keep the start of the prompt (and its
+            # closing special tokens).
+            if len(prompts) == 1:
+                logger.warning("Prompt longer than the encoder reads: only its first %d tokens are used", kept[0])
+            else:
+                logger.warning(
+                    "%d of %d prompts longer than the encoder reads: only their first %d tokens are used",
+                    cut,
+                    len(prompts),
+                    max(kept),
+                )
+        if self.output_limit is not None and max_new_tokens > self.output_limit:
+            logger.warning(
+                "The decoder writes at most %d tokens: max new tokens lowered from %d",
+                self.output_limit,
+                max_new_tokens,
+            )
+            max_new_tokens = self.output_limit
+        inputs = {key: encoded[key] for key in ("input_ids", "attention_mask")}
+        return Encoded(inputs, max_new_tokens, int(encoded["input_ids"].shape[1]))
+
+    def last_user_message(self, messages: Sequence[dict[str, str]]) -> str:
+        """What an "answer" model reads of a conversation; a one-line error when there is no user message."""
+        for message in reversed(messages):
+            if message.get("role") == "user":
+                return str(message.get("content", ""))
+        raise LmforgeError("a sequence-to-sequence model answers the last user message; none was given")
+
+    def check_chat(self, messages: Sequence[dict[str, str]]) -> None:
+        """Raise the one-line error `chat` would raise for `messages`, before any work is done."""
+        if not messages:
+            raise LmforgeError("a chat needs at least one message")
+        if self.prompt_style == "answer":
+            self.last_user_message(messages)
+
+    def encode_chat(self, messages: Sequence[dict[str, str]], max_new_tokens: int) -> Encoded:
+        """Model inputs for a conversation (see the module docstring) and the new tokens that fit."""
+        self.check_chat(messages)
+        if self.prompt_style == "answer":
+            return self._encode_answer([self.last_user_message(messages)], max_new_tokens)
+        encoded: Any = self.processor.apply_chat_template(
+            list(messages),
+            chat_template=self.chat_template,
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        ids = encoded["input_ids"][0].tolist()
+        prompt_tokens = len(ids)
+        if self.context is not None:
+            # The answer gets the room the conversation leaves, at least half the context (or less if asked), and
+            # the conversation keeps its most recent tokens.
+            room = self.context - len(ids)
+            max_new_tokens = max(1, min(max_new_tokens, max(room, self.context // 2), self.context - 1))
+            ids = ids[-(self.context - max_new_tokens) :]
+        if self.max_input_tokens:
+            ids = ids[-self.max_input_tokens :]
+        return Encoded(self._causal_inputs(ids), max_new_tokens, prompt_tokens)
+
+    def encode_interpolation(self, text_a: str, text_b: str, alpha: float, max_new_tokens: int) -> Encoded:
+        """`idea_vectors` = (1 - alpha) * latent(text_a) + alpha * latent(text_b), for `generate(idea_vectors=...)`."""
+        if "interpolate" not in self.modes:
+            raise LmforgeError(
+                f"a {self.model_type} model has no latent space to interpolate in; interpolating between two texts "
+                f"needs a {_names_with_mode('interpolate')} model"
+            )
+        ideas = []
+        prompt_tokens = 0
+        for text in (text_a, text_b):
+            encoded = self._encode_answer([text], max_new_tokens)
+            inputs = {key: value.to(self.model.device) for key, value in encoded.inputs.items()}
+            with torch.no_grad():
+                ideas.append(
+                    self.model.get_latent_vector(inputs["input_ids"], attention_mask=inputs["attention_mask"])
+                )
+            prompt_tokens += encoded.prompt_tokens
+            max_new_tokens = encoded.max_new_tokens
+        idea_vectors = (1.0 - alpha) * ideas[0] + alpha * ideas[1]  # (1, idea_size)
+        return Encoded({"idea_vectors": idea_vectors}, max_new_tokens, prompt_tokens)
+
+    # --- Generating: the one generate() call ------------------------------------------------------------------------
+
+    def generation_config(self, settings: GenerationSettings, max_new_tokens: int | None = None) -> GenerationConfig:
+        """The model's generation config with `settings`; a pad token (the tokenizer's, else end-of-sequence)."""
+        options = {**settings.generation_options(), "max_new_tokens": max_new_tokens or settings.max_new_tokens}
+        config = generation_config(self.model, options)
+        if config.pad_token_id is None:
+            pad = self.processor.pad_token_id
+            config.pad_token_id = pad if pad is not None else self.processor.eos_token_id
+        return config
+
+    def run(
+        self,
+        encoded: Encoded,
+        settings: GenerationSettings,
+        streamer: Any = None,
+        cancel: threading.Event | None = None,
+        **model_kwargs: Any,
+    ) -> list[Completion]:
+        """`generate()` on encoded inputs; one `Completion` per row. `model_kwargs` go to `generate()` as well."""
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        config = self.generation_config(settings, encoded.max_new_tokens)
+        stopping = StoppingCriteriaList([CancelledCriteria(cancel)]) if cancel is not None else None
+        inputs = {key: value.to(self.model.device) for key, value in encoded.inputs.items()}
+        generate: Any = self.model.generate
+        with torch.no_grad():
+            output = generate(
+                **inputs, generation_config=config, streamer=streamer, stopping_criteria=stopping, **model_kwargs
+            )
+        # A decoder returns the prompt and the new tokens; an encoder-decoder the decoder start token and the new ones.
+        start = inputs["input_ids"].shape[1] if self.prompt_style == "continue" else 1
+        eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+        completions = []
+        for row in output[:, start:].tolist():
+            stop = next((i for i, token in enumerate(row) if token in eos), None)
+            new = row if stop is None else row[: stop + 1]  # a batch pads the rows that stopped early
+            text = str(self.processor.decode(new, skip_special_tokens=True))
+            finish = "length" if stop is None and len(new) >= encoded.max_new_tokens else "stop"
+            text = text.strip() if self.prompt_style == "answer" else text
+            completions.append(Completion(text, encoded.prompt_tokens, len(new), finish))
+        return completions
+
+    @overload
+    def generate(
+        self, prompt: str, settings: GenerationSettings | None = None, *, streamer: Any = None, **model_kwargs: Any
+    ) -> str: ...
+
+    @overload
+    def generate(
+        self,
+        prompt: Sequence[str],
+        settings: GenerationSettings | None = None,
+        *,
+        batch_size: int = 8,
+        show_progress: bool = False,
+        **model_kwargs: Any,
+    ) -> list[str]: ...
+
+    def generate(
+        self,
+        prompt: str | Sequence[str],
+        settings: GenerationSettings | None = None,
+        *,
+        batch_size: int = 8,
+        show_progress: bool = False,
+        streamer: Any = None,
+        **model_kwargs: Any,
+    ) -> str | list[str]:
+        """The new text for `prompt` (a decoder's continuation, or an encoder-decoder's answer), or for each of a list
+        of prompts (an encoder-decoder reads `batch_size` at a time, a decoder one at a time). `streamer` (one prompt)
+        receives the tokens as they come; `model_kwargs` go to `generate()` (e.g. AE-LLM's `mode`)."""
+        settings = settings or GenerationSettings()
+        if isinstance(prompt, str):
+            encoded = self.encode([prompt], settings.max_new_tokens)
+            return self.run(encoded, settings, streamer, **model_kwargs)[0].text
+        prompts = list(prompt)
+        size = max(1, batch_size) if self.prompt_style == "answer" else 1
+        texts: list[str] = []
+        for start in tqdm(range(0, len(prompts), size), desc="Generating", disable=not show_progress):
+            encoded = self.encode(prompts[start : start + size], settings.max_new_tokens)
+            texts.extend(completion.text for completion in self.run(encoded, settings, **model_kwargs))
+        return texts
+
+    def chat(
+        self,
+        messages: Sequence[dict[str, str]],
+        settings: GenerationSettings | None = None,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        """The assistant's answer to a conversation (`[{"role": ..., "content": ...}, ...]`)."""
+        settings = settings or GenerationSettings()
+        return self.run(self.encode_chat(messages, settings.max_new_tokens), settings, cancel=cancel)[0]
+
+    def interpolate(
+        self,
+        text_a: str,
+        text_b: str,
+        alpha: float = 0.5,
+        settings: GenerationSettings | None = None,
+        *,
+        streamer: Any = None,
+        **model_kwargs: Any,
+    ) -> str:
+        """The text decoded from `(1 - alpha) * latent(text_a) + alpha * latent(text_b)` (the "interpolate" mode)."""
+        settings = settings or GenerationSettings()
+        encoded = self.encode_interpolation(text_a, text_b, alpha, settings.max_new_tokens)
+        return self.run(encoded, settings, streamer, **model_kwargs)[0].text
+
+    def stream(
+        self,
+        prompt: str | None = None,
+        settings: GenerationSettings | None = None,
+        *,
+        messages: Sequence[dict[str, str]] | None = None,
+        interpolate_with: str | None = None,
+        alpha: float = 0.5,
+        cancel: threading.Event | None = None,
+    ) -> TextStream:
+        """What `generate(prompt)`, `chat(messages)` or `interpolate(prompt, interpolate_with, alpha)` writes, as it is
+        written: iterate over the returned `TextStream`. The prompt is encoded (and any error raised) now."""
+        settings = settings or GenerationSettings()
+        if messages is not None:
+            encoded = self.encode_chat(messages, settings.max_new_tokens)
+        elif interpolate_with is not None:
+            encoded = self.encode_interpolation(prompt or "", interpolate_with, alpha, settings.max_new_tokens)
+        else:
+            encoded = self.encode([prompt or ""], settings.max_new_tokens)
+        cancel = cancel or threading.Event()
+        streaming = (self.generation_config(settings).num_beams or 1) == 1  # beam search cannot stream
+
+        def run(streamer: TextIteratorStreamer | None) -> Completion:
+            return self.run(encoded, settings, streamer, cancel)[0]
+
+        return TextStream(run, self.processor, cancel, streaming=streaming, strip=self.prompt_style == "answer")
+
+
+__all__ = [
+    "PLAIN_CHAT_TEMPLATE",
+    "CancelledCriteria",
+    "Completion",
+    "Encoded",
+    "GenerationSettings",
+    "TextGenerator",
+    "TextStream",
+    "generation_config",
+]
