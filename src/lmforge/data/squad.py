@@ -169,6 +169,19 @@ def _from_hub(dataset_name: str, dataset_config_name: str | None, qa_input: str)
     return {split: _rows(loaded[split], qa_input, f"{dataset_name}[{split}]") for split in loaded}
 
 
+def _only(rows: list[dict[str, Any]], articles: list[str] | None, origin: str) -> list[dict[str, Any]]:
+    """The rows of the given article titles (all rows when `articles` is None); an unknown title is an error."""
+    if articles is None:
+        return rows
+    titles = set(articles)
+    missing = sorted(titles - {row["title"] for row in rows})
+    if missing and len(missing) == len(titles):
+        raise LmforgeError(f"{origin} has none of the articles {sorted(titles)}")
+    if missing:
+        logger.warning("%s has no article titled %s", origin, ", ".join(missing))
+    return [row for row in rows if row["title"] in titles]
+
+
 def load_squad(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
@@ -177,20 +190,32 @@ def load_squad(
     validation_split_percentage: int = 10,
     qa_input: str = "question",
     seed: int = 42,
+    articles: list[str] | None = None,
+    validation_articles: list[str] | None = None,
 ) -> DatasetDict:
     """SQuAD question -> answer pairs as train/validation (see the module docstring for sources and columns).
 
     `qa_input` picks the model input: `question`, or `question_and_sentence` (the question, a space, then the
-    sentence of the paragraph that holds the first gold answer, found from its `answer_start`).
+    sentence of the paragraph that holds the first gold answer, found from its `answer_start`). `articles` keeps only
+    the train data's questions of these titles, before the split by article (e.g. two disjoint sets of articles as two
+    corpora); a validation file or split is kept whole. `validation_articles` names the held-out articles of the train
+    data (instead of drawing `validation_split_percentage` of them).
     """
     if qa_input not in QA_INPUTS:
         raise LmforgeError(f"qa_input must be one of {list(QA_INPUTS)}, got '{qa_input}'")
     if train_file and dataset_name:
         raise LmforgeError("give dataset_name or train_file for the SQuAD data, not both")
+    if validation_articles is not None and validation_file:
+        raise LmforgeError("give validation_file or validation_articles, not both")
     if train_file:
-        train = read_squad_file(train_file, qa_input)
+        rows = read_squad_file(train_file, qa_input)
+        held_out = _only(rows, validation_articles, train_file) if validation_articles is not None else None
+        train = _only(rows, articles, train_file)
         if validation_file:
             validation = read_squad_file(validation_file, qa_input)
+        elif held_out is not None:
+            validation = held_out
+            train = [row for row in train if row["title"] not in set(validation_articles or [])]
         else:
             train, validation = split_by_article(train, validation_split_percentage, seed)
         origin = train_file
@@ -199,8 +224,11 @@ def load_squad(
             raise LmforgeError("validation_file needs train_file; a Hub dataset brings its own validation split")
         origin = dataset_name or DEFAULT_SQUAD_DATASET
         splits = _from_hub(origin, dataset_config_name, qa_input)
-        train = splits["train"]
-        if "validation" in splits:
+        train = _only(splits["train"], articles, origin)
+        if validation_articles is not None:
+            validation = _only(splits["train"], validation_articles, origin)
+            train = [row for row in train if row["title"] not in set(validation_articles)]
+        elif "validation" in splits:
             validation = splits["validation"]
         else:
             train, validation = split_by_article(train, validation_split_percentage, seed)

@@ -8,13 +8,22 @@ A recipe picks the phase with `training_phase` (the seed's flags `--train-ae`, `
   alone to map question latents to answer latents (`mode: answer`).
 - `finetune`: loads the previous phase and trains everything end to end on question -> answer, with a small rate.
 
+`objective` says what a phase minimises (the model config's `lm_loss_coef` and `latent_loss_coef`): `decoder`, the
+decoder's token cross-entropy (the autoencoder's and finetune's default); `latent`, the mean squared error between the
+Thinking Net's answer latent and the frozen encoder's latent of the answer (the transition's default: the seed's
+transition loss); or `latent+decoder`, both.
+
 After each phase the `post_train` hook scores the model on the validation questions: reconstruction accuracy of the
-autoencoder, and exact match, F1, BLEU and ROUGE of greedy answers, next to the same scores of a baseline that
-always answers the most frequent answer of the train split.
+autoencoder, the Thinking Net's latent error (`eval_latent_mse`, and its share of the latents' variance), and exact
+match, F1, BLEU and ROUGE of greedy answers, next to the same scores of a baseline that always answers the most
+frequent answer of the train split (`eval_baseline_*`: the model card shows them in its table, not in its
+model-index). With `train_score_samples: N`, the first N train pairs, the ones the model learned, get the same scores
+(`train_*`, and `train_predictions.jsonl`).
 """
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -30,6 +39,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
 from ..data import load_squad
+from ..data.squad import read_squad_file
 from ..errors import LmforgeError, one_line
 from ..evaluation import bleu, normalize_answer, rouge, squad_scores
 from ..inference import GenerationSettings, TextGenerator
@@ -43,6 +53,11 @@ logger = logging.getLogger(__name__)
 PHASES = ("autoencoder", "transition", "finetune")
 # The phase decides what the decoder decodes from: the encoder latent itself, or the Thinking Net's answer latent.
 PHASE_MODE = {"autoencoder": "reconstruct", "transition": "answer", "finetune": "answer"}
+# What a phase minimises: the decoder's token cross-entropy ("decoder"), the mean squared error between the Thinking
+# Net's answer latent and the encoder's latent of the answer ("latent", the seed's transition objective), or both.
+# As (lm_loss_coef, latent_loss_coef) of the model config.
+OBJECTIVES = {"decoder": (1.0, 0.0), "latent": (0.0, 1.0), "latent+decoder": (1.0, 1.0)}
+DEFAULT_OBJECTIVE = {"autoencoder": "decoder", "transition": "latent", "finetune": "decoder"}
 
 
 @dataclass
@@ -52,6 +67,13 @@ class QuestionAnsweringModelArguments(ModelArguments):
     training_phase: str | None = field(
         default=None,
         metadata={"help": "autoencoder, transition (autoencoder frozen) or finetune (end to end)."},
+    )
+    objective: str | None = field(
+        default=None,
+        metadata={
+            "help": "decoder (token cross-entropy), latent (MSE to the frozen encoder's answer latent) or "
+            "latent+decoder; by default latent for the transition phase, decoder for the others."
+        },
     )
 
 
@@ -63,6 +85,21 @@ class QuestionAnsweringDataArguments(Seq2SeqDataArguments):
         default="question",
         metadata={"help": "question, or question_and_sentence (with the sentence holding the answer)."},
     )
+    articles: list[str] | None = field(
+        default=None,
+        metadata={"help": "Keep only the train data's questions of these article titles (before the split)."},
+    )
+    validation_articles: list[str] | None = field(
+        default=None,
+        metadata={"help": "Hold out these articles of the train data for validation (instead of a share of them)."},
+    )
+    train_score_samples: int = field(
+        default=0,
+        metadata={
+            "help": "After training, also score the first N train pairs (answers, reconstruction, latent error): "
+            "what the model learned by heart."
+        },
+    )
 
 
 def check_phase(model_args: QuestionAnsweringModelArguments) -> str:
@@ -72,6 +109,11 @@ def check_phase(model_args: QuestionAnsweringModelArguments) -> str:
         raise LmforgeError(
             f"{model_args.model_type} recipes need training_phase: one of {list(PHASES)} (got {phase!r})"
         )
+    objective = model_args.objective
+    if objective is not None and objective not in OBJECTIVES:
+        raise LmforgeError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+    if phase == "autoencoder" and objective not in (None, "decoder"):
+        raise LmforgeError(f"the autoencoder phase reconstructs its inputs: objective decoder, not {objective}")
     if phase != "autoencoder" and not model_args.model_name_or_path:
         previous = PHASES[PHASES.index(phase) - 1]
         raise LmforgeError(
@@ -95,7 +137,7 @@ def _warn_on_other_input(model_args: ModelArguments, data_args: QuestionAnswerin
         )
 
 
-def load_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, phase: str) -> Any:
+def load_model(model_args: QuestionAnsweringModelArguments, tokenizer: PreTrainedTokenizerBase, phase: str) -> Any:
     """A fresh model sized to the tokenizer (autoencoder phase) or the previous phase's model; `config_overrides`
     apply to both (e.g. `teacher_forcing_ratio` or `dropout` of a loaded model)."""
     overrides = dict(model_args.config_overrides or {})  # type: ignore[arg-type]
@@ -123,6 +165,8 @@ def load_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, p
         config = build_config(model_args.model_type, overrides, tokenizer)
         model = AutoModelForSeq2SeqLM.from_config(config)
     model.config.mode = PHASE_MODE[phase]
+    objective = model_args.objective or DEFAULT_OBJECTIVE[phase]
+    model.config.lm_loss_coef, model.config.latent_loss_coef = OBJECTIVES[objective]
     if phase == "transition":
         model.freeze_autoencoder()
     else:
@@ -230,73 +274,190 @@ def generate_answers(
     return generator.generate(questions, settings, batch_size=batch_size, show_progress=show_progress, mode="answer")
 
 
+@torch.no_grad()
+def latent_error(
+    model: Any, pairs: Dataset, collator: Callable[..., Any], batch_size: int, show_progress: bool = True
+) -> dict[str, float]:
+    """How close the Thinking Net's answer latents come to the encoder's latents of the answers (the transition
+    objective), over tokenized (question, answer) rows: the mean squared error, and the same divided by the variance
+    of the answer latents around their mean (1 - R^2: 0 = every latent right, 1 = no better than the mean latent; an
+    MSE alone depends on the latents' scale)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT adapter too
+    predicted, targets = [], []
+    loader = DataLoader(pairs, batch_size=batch_size, collate_fn=collator)  # type: ignore[arg-type]
+    for batch in tqdm(loader, desc="Latent error", disable=not show_progress):
+        batch = {key: value.to(base.device) for key, value in batch.items()}
+        encoded = base.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        predicted.append(base.model.transition(encoded.last_hidden_state[:, 0]).answer_latent.float())
+        targets.append(base.encode_labels(batch["labels"]).float())
+    prediction, target = torch.cat(predicted), torch.cat(targets)
+    mse = float(((prediction - target) ** 2).mean())
+    spread = float(((target - target.mean(dim=0)) ** 2).mean())
+    return {"latent_mse": mse, "latent_relative_mse": mse / spread if spread > 0 else math.nan}
+
+
+@dataclass
+class PairScores:
+    """Everything scored on one set of pairs: the metrics (unprefixed) and the answers given."""
+
+    metrics: dict[str, float]
+    questions: list[str]
+    predictions: list[str]
+    references: list[list[str]]
+
+
 @dataclass
 class AnswerScorer:
-    """The `post_train` hook: scores the trained model and the most-frequent-answer baseline on validation."""
+    """The `post_train` hook: scores the trained model and the most-frequent-answer baseline on validation (and, with
+    `train_score_samples`, the model on the first train pairs, the ones it learned)."""
 
     validation: Dataset
-    reconstruction: Dataset
     baseline_answer: str
     max_source_length: int
-    max_new_tokens: int
+    max_target_length: int
     batch_size: int
     output_dir: Path
     show_progress: bool
+    train: Dataset | None = None
+
+    def score(self, model: Any, tokenizer: PreTrainedTokenizerBase, pairs: Dataset) -> PairScores:
+        """Reconstruction of the questions and answers, the latent error of the Thinking Net ("answer" mode) and the
+        greedy answers' EM, F1, BLEU and ROUGE."""
+        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+        recon = reconstruction_accuracy(
+            model,
+            reconstruction_dataset(tokenizer, pairs, self.max_source_length, self.max_target_length),
+            collator,
+            self.batch_size,
+            self.show_progress,
+        )
+        metrics = {
+            "reconstruction_token_accuracy": recon["token_accuracy"],
+            "reconstruction_sequence_accuracy": recon["sequence_accuracy"],
+        }
+        if model.config.mode == "answer":
+            rows = tokenize_pairs(
+                tokenizer, pairs["source"], pairs["target"], self.max_source_length, self.max_target_length
+            )
+            metrics.update(latent_error(model, rows, collator, self.batch_size, self.show_progress))
+        started = time.monotonic()
+        questions = list(pairs["source"])
+        predictions = generate_answers(
+            model,
+            tokenizer,
+            questions,
+            self.max_source_length,
+            self.max_target_length,
+            self.batch_size,
+            self.show_progress,
+        )
+        metrics["answer_seconds"] = time.monotonic() - started
+        metrics["questions"] = float(len(questions))
+        references = [list(golds) for golds in pairs["answers"]]
+        metrics.update(answer_scores(predictions, references))
+        return PairScores(metrics, questions, predictions, references)
 
     def __call__(self, trainer: Any, setup: TrainingSetup) -> dict[str, float]:
         model: Any = trainer.model
         with eval_mode(model):
-            recon = reconstruction_accuracy(
-                model, self.reconstruction, setup.data_collator, self.batch_size, self.show_progress
-            )
-            started = time.monotonic()
-            questions = list(self.validation["source"])
-            predictions = generate_answers(
-                model,
-                setup.tokenizer,
-                questions,
-                self.max_source_length,
-                self.max_new_tokens,
-                self.batch_size,
-                self.show_progress,
-            )
-            seconds = time.monotonic() - started
-        references = [list(golds) for golds in self.validation["answers"]]
-        model_scores = answer_scores(predictions, references)
+            scores = self.score(model, setup.tokenizer, self.validation)
+            learned = self.score(model, setup.tokenizer, self.train) if self.train is not None else None
+        references = scores.references
         baseline_scores = answer_scores([self.baseline_answer] * len(references), references)
+        model_scores = {key: value for key, value in scores.metrics.items() if key in baseline_scores}
 
-        metrics: dict[str, float] = {
-            "eval_reconstruction_token_accuracy": recon["token_accuracy"],
-            "eval_reconstruction_sequence_accuracy": recon["sequence_accuracy"],
-            "eval_questions": float(len(questions)),
-            "eval_answer_seconds": seconds,
-        }
-        metrics.update({f"eval_{key}": value for key, value in model_scores.items()})
-        metrics.update({f"baseline_{key}": value for key, value in baseline_scores.items()})
-        self.write_predictions(questions, predictions, references)
+        metrics = {f"eval_{key}": value for key, value in scores.metrics.items()}
+        # eval_baseline_*: a reference score, which the model card shows in its table but not in its model-index
+        metrics.update({f"eval_baseline_{key}": value for key, value in baseline_scores.items()})
+        self.write_predictions("predictions.jsonl", self.validation, scores)
         lines = [f"{'':<14}{'model':>10}{'baseline':>10}"] + [
             f"{key:<14}{model_scores[key]:>10.2f}{baseline_scores[key]:>10.2f}" for key in model_scores
         ]
         logger.info(
             "Answers to %d validation questions (baseline always answers %r); reconstruction: %.2f%% of tokens, "
-            "%.2f%% of texts exact\n%s",
-            len(questions),
+            "%.2f%% of texts exact%s\n%s",
+            len(references),
             self.baseline_answer,
-            recon["token_accuracy"],
-            recon["sequence_accuracy"],
+            scores.metrics["reconstruction_token_accuracy"],
+            scores.metrics["reconstruction_sequence_accuracy"],
+            _latent_note(scores.metrics),
             "\n".join(lines),
         )
+        if learned is not None and self.train is not None:
+            metrics.update({f"train_{key}": value for key, value in learned.metrics.items()})
+            self.write_predictions("train_predictions.jsonl", self.train, learned)
+            logger.info(
+                "The first %d train pairs: exact match %.2f, F1 %.2f; reconstruction %.2f%% of tokens, %.2f%% of "
+                "texts exact%s",
+                len(learned.references),
+                learned.metrics["exact_match"],
+                learned.metrics["f1"],
+                learned.metrics["reconstruction_token_accuracy"],
+                learned.metrics["reconstruction_sequence_accuracy"],
+                _latent_note(learned.metrics),
+            )
         return metrics
 
-    def write_predictions(self, questions: list[str], predictions: list[str], references: list[list[str]]) -> None:
-        """`predictions.jsonl` in the output folder: one validation question per line with its answer and the golds."""
+    def write_predictions(self, name: str, pairs: Dataset, scores: PairScores) -> None:
+        """One question per line of `name` in the output folder, with its answer and the golds."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        with (self.output_dir / "predictions.jsonl").open("w", encoding="utf-8") as handle:
+        with (self.output_dir / name).open("w", encoding="utf-8") as handle:
             for row_id, question, prediction, golds in zip(
-                self.validation["id"], questions, predictions, references, strict=True
+                pairs["id"], scores.questions, scores.predictions, scores.references, strict=True
             ):
                 record = {"id": row_id, "input": question, "prediction": prediction, "answers": golds}
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def score_squad(
+    model_path: str | Path,
+    squad_file: str | Path,
+    qa_input: str | None = None,
+    max_source_length: int | None = None,
+    max_target_length: int | None = None,
+    baseline_answer: str | None = None,
+    batch_size: int = 64,
+    output_dir: str | Path | None = None,
+) -> dict[str, float]:
+    """Score a saved AE-LLM folder on every question of a SQuAD file (official JSON or `.qa.jsonl`), with the code
+    that scores a training run's validation split: `eval_*` (and `eval_baseline_*` with a `baseline_answer`, e.g. the
+    most frequent answer of the train data). `qa_input` and the lengths default to the folder's `recipe.yaml`; with
+    `output_dir`, `predictions.jsonl` goes there.
+
+        score_squad("outputs/aellm-pointer-finetune", "withheld-articles.json")
+    """
+    folder = Path(model_path)
+    recipe_file = folder / "recipe.yaml"
+    recipe = (yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {}) if recipe_file.is_file() else {}
+    qa_input = qa_input or recipe.get("qa_input", "question")
+    pairs = Dataset.from_list(read_squad_file(squad_file, qa_input))
+    model: Any = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True)
+    tokenizer = load_tokenizer(str(folder))
+    context = model.config.max_position_embeddings
+    scorer = AnswerScorer(
+        validation=pairs,
+        baseline_answer=baseline_answer or "",
+        max_source_length=max_source_length or recipe.get("max_source_length") or context,
+        max_target_length=max_target_length or recipe.get("max_target_length") or context,
+        batch_size=batch_size,
+        output_dir=Path(output_dir) if output_dir is not None else folder,
+        show_progress=False,
+    )
+    with eval_mode(model):
+        scores = scorer.score(model, tokenizer, pairs)
+    metrics = {f"eval_{key}": value for key, value in scores.metrics.items()}
+    if baseline_answer is not None:
+        baseline = answer_scores([baseline_answer] * len(scores.references), scores.references)
+        metrics.update({f"eval_baseline_{key}": value for key, value in baseline.items()})
+    if output_dir is not None:
+        scorer.write_predictions("predictions.jsonl", pairs, scores)
+    return metrics
+
+
+def _latent_note(metrics: dict[str, float]) -> str:
+    if "latent_mse" not in metrics:
+        return ""
+    return f"; latent MSE {metrics['latent_mse']:.5f} ({metrics['latent_relative_mse']:.4f} of the latents' variance)"
 
 
 @register_task(
@@ -318,6 +479,8 @@ def build_question_answering(
         data_args.validation_file,
         data_args.validation_split_percentage,
         data_args.qa_input,
+        articles=data_args.articles,
+        validation_articles=data_args.validation_articles,
     )
     # max_train_samples: 500 keeps the first 500 train pairs, as the seed did.
     train_pairs = limit_rows(raw["train"], data_args.max_train_samples)
@@ -338,10 +501,9 @@ def build_question_answering(
     max_target_length = _check_length("max_target_length", data_args.max_target_length, context)
 
     # Fast-tokenizer batches in memory: SQuAD tokenizes in seconds, with nothing worth caching.
-    reconstruction_eval = reconstruction_dataset(tokenizer, validation_pairs, max_source_length, max_target_length)
     if phase == "autoencoder":
         train_dataset = reconstruction_dataset(tokenizer, train_pairs, max_source_length, max_target_length)
-        eval_dataset = reconstruction_eval
+        eval_dataset = reconstruction_dataset(tokenizer, validation_pairs, max_source_length, max_target_length)
     else:
         train_dataset = tokenize_pairs(
             tokenizer, train_pairs["source"], train_pairs["target"], max_source_length, max_target_length
@@ -365,13 +527,13 @@ def build_question_answering(
     )
     scorer = AnswerScorer(
         validation=validation_pairs,
-        reconstruction=reconstruction_eval,
         baseline_answer=most_frequent_answer(list(train_pairs["target"])),
         max_source_length=max_source_length,
-        max_new_tokens=max_target_length,
+        max_target_length=max_target_length,
         batch_size=training_args.per_device_eval_batch_size,
         output_dir=Path(str(training_args.output_dir)),
         show_progress=not training_args.disable_tqdm,
+        train=limit_rows(train_pairs, data_args.train_score_samples) if data_args.train_score_samples > 0 else None,
     )
     return TrainingSetup(
         model=model,
@@ -396,6 +558,7 @@ __all__ = [
     "most_frequent_answer",
     "reconstruction_accuracy",
     "reconstruction_dataset",
+    "score_squad",
     "tokenize_pairs",
 ]
 

@@ -19,7 +19,11 @@ class AELLMConfig(PreTrainedConfig):
     with gated (GLU) blocks; its hyper-adapter predicts the bag of answer words from the answer latent.
 
     The defaults are the reference size: embeddings of 64, GRU width 32, latent of 124, a byte-level BPE vocabulary of
-    1,800 tokens (4 special tokens included: pad 0, unk 1, bos 2, eos 3).
+    1,800 tokens (4 special tokens included: pad 0, unk 1, bos 2, eos 3), and the seed's design. Three additions to
+    that design are off by default: `decoder_attention` (the decoder attends over the encoder's states), `copy_head`
+    (a pointer-generator that copies input tokens) and `bidirectional_encoder`. Two loss weights pick the objective:
+    `lm_loss_coef` (decoder cross-entropy) and `latent_loss_coef` (the Thinking Net's answer latent against the
+    encoder's latent of the answer).
 
     Args:
         vocab_size (`int`, defaults to 1800):
@@ -57,6 +61,28 @@ class AELLMConfig(PreTrainedConfig):
             Bottleneck width of the hyper-adapter mapping the answer latent to bag-of-words logits over the vocabulary.
         bow_loss_coef (`float`, defaults to 0.1):
             Weight of the bag-of-words loss (predict the set of answer tokens from the answer latent) in the total loss.
+        lm_loss_coef (`float`, defaults to 1.0):
+            Weight of the decoder's token cross-entropy against `labels` in the total loss (0 leaves the decoder out of
+            the objective, e.g. when the Thinking Net learns from the latent loss alone).
+        latent_loss_coef (`float`, defaults to 0.0):
+            Weight of the latent loss in "answer" mode: the mean squared error between the Thinking Net's answer latent
+            and the encoder's latent of the labels (the answer text encoded as the autoencoder reads it: eval mode, no
+            gradient), i.e. the seed's transition objective, question latent -> answer latent. The target is computed
+            by the encoder itself, so train the encoder at the same time only next to the decoder loss (a trainable
+            encoder could otherwise make every latent alike).
+        decoder_attention (`bool`, defaults to `False`):
+            Addition to the seed's design: attention from every decoder output over the encoder's top-layer states
+            (Luong's "general" score, plus a score of the token just written against the input token before each
+            position, so that a copied span goes on where it left off; the output layer reads
+            tanh(W [output; context])). The latent still starts the decoder and feeds every step; the attention adds
+            no state between tokens, so the cache stays the GRU states.
+        copy_head (`bool`, defaults to `False`):
+            Addition to the seed's design (needs `decoder_attention`): a pointer-generator head. A gate mixes the
+            output layer's distribution with a copy of the input tokens weighted by the attention, so the decoder can
+            write words of the input it has no good embedding for (names, numbers of an unseen article).
+        bidirectional_encoder (`bool`, defaults to `False`):
+            Addition to the seed's design: bidirectional encoder GRUs (each state reads the tokens on both sides;
+            the latent comes from both directions' last states), for the decoder to attend to.
         mode (`str`, defaults to `"answer"`):
             `"answer"`: the decoder decodes from the Thinking Net output (question -> answer). `"reconstruct"`: the
             decoder decodes from the encoder latent itself (autoencoder training). `forward` can override it per call.
@@ -105,6 +131,11 @@ class AELLMConfig(PreTrainedConfig):
     num_gated_blocks: int = interval(min=0)(default=2)
     hyper_adapter_size: int = interval(min=1)(default=64)
     bow_loss_coef: float | int = interval(min=0.0)(default=0.1)
+    lm_loss_coef: float | int = interval(min=0.0)(default=1.0)
+    latent_loss_coef: float | int = interval(min=0.0)(default=0.0)
+    decoder_attention: bool = False
+    copy_head: bool = False
+    bidirectional_encoder: bool = False
     mode: Literal["answer", "reconstruct"] = "answer"
     initializer_range: float = interval(min=0.0, max=1.0)(default=0.02)
     layer_norm_eps: float = 1e-5
@@ -124,6 +155,8 @@ class AELLMConfig(PreTrainedConfig):
                 f"num_experts_per_tok ({self.num_experts_per_tok}) cannot exceed num_experts ({self.num_experts}); "
                 "route each latent to at most every expert."
             )
+        if self.copy_head and not self.decoder_attention:
+            raise ValueError("copy_head needs decoder_attention: the copy head copies with the attention weights.")
         if self.mode not in ("answer", "reconstruct"):
             raise ValueError(f"mode must be 'answer' or 'reconstruct', got {self.mode!r}.")
         if self.decoder_start_token_id is None:

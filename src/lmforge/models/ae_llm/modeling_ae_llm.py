@@ -177,22 +177,53 @@ class AELLMRecurrentCache(Cache):
         return -1 if self.states is None else self.states.shape[1]
 
 
+@dataclass
+class AELLMEncoderOutput(BaseModelOutput):
+    r"""
+    The encoder's output: `last_hidden_state` is the latent (B, 1, L); `hidden_states` (with `output_hidden_states`)
+    the input embeddings and each GRU layer's outputs. With `decoder_attention`, what the decoder attends to as well:
+
+    states (`torch.FloatTensor` of shape `(B, S, D)`):
+        The top GRU layer's outputs, zero at padded positions (D = hidden_size, twice that with
+        `bidirectional_encoder`).
+    source_ids (`torch.LongTensor` of shape `(B, S)`):
+        The input tokens (what the copy head copies; from `inputs_embeds`, the nearest rows of the embedding table).
+    source_mask (`torch.LongTensor` of shape `(B, S)`):
+        1 on real tokens, 0 on padding.
+    previous_embeds (`torch.FloatTensor` of shape `(B, S, E)`):
+        At each input position, the embedding of the input token before it (zeros where there is none).
+    """
+
+    states: torch.Tensor | None = None
+    source_ids: torch.Tensor | None = None
+    source_mask: torch.Tensor | None = None
+    previous_embeds: torch.Tensor | None = None
+
+
 class AELLMEncoder(nn.Module):
     """Token embedding and `num_hidden_layers` stacked GRU layers (one `nn.GRU` each, so that every layer's outputs
-    can be returned); the last state of the top layer is projected to the latent vector."""
+    can be returned; bidirectional with `bidirectional_encoder`); the last state of the top layer (both directions')
+    is projected to the latent vector."""
 
     main_input_name = "input_ids"
 
     def __init__(self, config: AELLMConfig) -> None:
         super().__init__()
         self.config = config
+        directions = 2 if config.bidirectional_encoder else 1
+        self.output_size = directions * config.hidden_size  # D
         self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_size, config.pad_token_id)
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(
-            nn.GRU(config.embedding_size if idx == 0 else config.hidden_size, config.hidden_size, batch_first=True)
+            nn.GRU(
+                config.embedding_size if idx == 0 else self.output_size,
+                config.hidden_size,
+                batch_first=True,
+                bidirectional=config.bidirectional_encoder,
+            )
             for idx in range(config.num_hidden_layers)
         )
-        self.to_latent = nn.Linear(config.hidden_size, config.latent_size)
+        self.to_latent = nn.Linear(self.output_size, config.latent_size)
 
     @can_return_tuple
     def forward(
@@ -202,12 +233,13 @@ class AELLMEncoder(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         **kwargs: Any,
-    ) -> BaseModelOutput:
+    ) -> AELLMEncoderOutput:
         r"""
-        Returns a `BaseModelOutput` whose `last_hidden_state` is the latent, shape (B, 1, L). Padding may sit on
+        Returns an [`AELLMEncoderOutput`] whose `last_hidden_state` is the latent, shape (B, 1, L). Padding may sit on
         either side: the real tokens are moved to the front and the GRUs read exactly `attention_mask.sum(-1)` of
         them. With `output_hidden_states`, `hidden_states` holds n + 1 tensors: the input embeddings (B, S, E), then
-        the outputs of each GRU layer (B, S, H), zero at padded positions. A GRU has no attention weights:
+        the outputs of each GRU layer (B, S, D), zero at padded positions. With `decoder_attention`, `states`,
+        `source_ids` and `source_mask` hold what the decoder attends to. The GRUs have no attention weights:
         `output_attentions` and the other extra keyword arguments `generate()` sends are ignored.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -234,32 +266,122 @@ class AELLMEncoder(nn.Module):
             self.dropout(embeds), lengths, batch_first=True, enforce_sorted=False
         )
         hidden_states: tuple[torch.Tensor, ...] | None = (inputs_embeds,) if output_hidden_states else None
-        final_state = None
+        attend = self.config.decoder_attention
+        final_state, top = None, None
         for idx, layer in enumerate(self.layers):
             if idx > 0:  # dropout between layers
                 packed = nn.utils.rnn.PackedSequence(
                     self.dropout(packed.data), packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
                 )
-            packed, final_state = layer(packed)  # final state (1, B, H), in the input batch order
-            if hidden_states is not None:
-                hidden_states += (self._unpack(packed, order, seq_len),)
+            packed, final_state = layer(packed)  # final state (directions, B, H), in the input batch order
+            if hidden_states is not None or (attend and idx == len(self.layers) - 1):
+                top = self._unpack(packed, order, seq_len)  # (B, S, D)
+                if hidden_states is not None:
+                    hidden_states += (top,)
         assert final_state is not None
-        latent = self.to_latent(self.dropout(final_state[-1]))  # (B, H) -> (B, L)
-        return BaseModelOutput(last_hidden_state=latent.unsqueeze(1), hidden_states=hidden_states)  # (B, 1, L)
+        last = torch.cat(list(final_state[-2:]), dim=-1) if self.config.bidirectional_encoder else final_state[-1]
+        latent = self.to_latent(self.dropout(last))  # (B, D) -> (B, L)
+        if not attend:
+            return AELLMEncoderOutput(last_hidden_state=latent.unsqueeze(1), hidden_states=hidden_states)
+        if input_ids is None:  # the nearest embedding row of each input vector: its token when it came from the table
+            table = self.embed_tokens.weight  # (V, E)
+            input_ids = (inputs_embeds @ table.T - 0.5 * (table**2).sum(-1)).argmax(dim=-1)  # (B, S)
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
+        follows = torch.roll(mask, 1, dims=1)  # position i has a real token before it
+        follows[:, 0] = 0
+        previous = torch.roll(inputs_embeds, 1, dims=1) * (follows * mask).unsqueeze(-1).to(inputs_embeds.dtype)
+        return AELLMEncoderOutput(
+            last_hidden_state=latent.unsqueeze(1),  # (B, 1, L)
+            hidden_states=hidden_states,
+            states=top,
+            source_ids=input_ids,
+            source_mask=mask,
+            previous_embeds=previous,  # (B, S, E)
+        )
 
     @staticmethod
     def _unpack(packed: nn.utils.rnn.PackedSequence, order: torch.Tensor | None, seq_len: int) -> torch.Tensor:
-        """A layer's packed outputs -> (B, S, H) at the positions of their tokens, zeros at padded positions."""
+        """A layer's packed outputs -> (B, S, D) at the positions of their tokens, zeros at padded positions."""
         outputs, _ = nn.utils.rnn.pad_packed_sequence(packed, batch_first=True, total_length=seq_len)
         if order is None:
             return outputs
         return torch.zeros_like(outputs).scatter(1, order.unsqueeze(-1).expand_as(outputs), outputs)
 
 
+class AELLMDecoderAttention(nn.Module):
+    """Attention from each decoder output h over the encoder's states, and the attentional output tanh(W_c [h; c])
+    that the output layer reads, c being the attended context. The score of input position i adds two terms: Luong's
+    "general" score of h against the state at i (scaled), and the embedding x of the token the decoder just read (the
+    one it wrote before) against the embedding of the input token before i, so that a span being copied goes on where
+    it left off. With the copy head, the gate p_gen = sigmoid(w [tanh(W_c [h; c]); c; x]): the share of the output
+    layer's distribution in the answer's, the rest copying input tokens with the attention weights (a
+    pointer-generator). There is no state from one token to the next (no input feeding), so the decoder cache stays
+    the GRU states."""
+
+    def __init__(self, config: AELLMConfig, encoder_size: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(config.hidden_size, encoder_size, bias=False)
+        self.follow = nn.Linear(config.embedding_size, config.embedding_size, bias=False)
+        self.combine = nn.Linear(config.hidden_size + encoder_size, config.hidden_size)
+        self.copy_gate = (
+            nn.Linear(config.hidden_size + encoder_size + config.embedding_size, 1) if config.copy_head else None
+        )
+        self.scaling = encoder_size**-0.5
+        self.follow_scaling = config.embedding_size**-0.5
+
+    def forward(
+        self,
+        outputs: torch.Tensor,
+        inputs_embeds: torch.Tensor,
+        states: torch.Tensor,
+        mask: torch.Tensor,
+        previous_embeds: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(B, T, H) decoder outputs, (B, T, E) their input embeddings, (B, S, D) encoder states, (B, S) mask and
+        (B, S, E) embeddings of the input token before each position -> the (B, T, H) attentional outputs, the
+        (B, T, S) attention weights and the (B, T, 1) copy gate (or None)."""
+        scores = (self.query(outputs) @ states.transpose(1, 2)) * self.scaling  # (B, T, D) @ (B, D, S) -> (B, T, S)
+        if previous_embeds is not None:  # (B, T, E) @ (B, E, S) -> (B, T, S)
+            scores = scores + (self.follow(inputs_embeds) @ previous_embeds.transpose(1, 2)) * self.follow_scaling
+        scores = scores.masked_fill(mask.unsqueeze(1) == 0, torch.finfo(scores.dtype).min)
+        weights = F.softmax(scores.float(), dim=-1).to(states.dtype)
+        context = weights @ states  # (B, T, S) @ (B, S, D) -> (B, T, D)
+        combined = torch.tanh(self.combine(torch.cat([outputs, context], dim=-1)))  # (B, T, H)
+        gate = None
+        if self.copy_gate is not None:
+            gate = torch.sigmoid(self.copy_gate(torch.cat([combined, context, inputs_embeds], dim=-1)))  # (B, T, 1)
+        return combined, weights, gate
+
+
+@dataclass
+class AELLMDecoderOutput(ModelOutput):
+    r"""
+    What [`AELLMDecoder`] returns for T new tokens.
+
+    outputs (`torch.FloatTensor` of shape `(B, T, H)`):
+        What the output layer reads: the top GRU layer's outputs, or the attentional outputs with `decoder_attention`.
+    states (`torch.FloatTensor` of shape `(n, B, T, H)`):
+        Every GRU layer's state after each token (the cache).
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+        The embeddings (B, T, E), the outputs of each GRU layer below the top, then `outputs`.
+    attention (`torch.FloatTensor` of shape `(B, T, S)`, *optional*):
+        The attention weights over the encoder's states (`decoder_attention`).
+    copy_gate (`torch.FloatTensor` of shape `(B, T, 1)`, *optional*):
+        p_gen of the copy head (`copy_head`).
+    """
+
+    outputs: torch.Tensor | None = None
+    states: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attention: torch.Tensor | None = None
+    copy_gate: torch.Tensor | None = None
+
+
 class AELLMDecoder(nn.Module):
     """`num_hidden_layers` stacked GRU layers conditioned on a latent: the initial states come from the latent and the
     latent is concatenated to every input embedding. The token embedding is the encoder's (passed in as
-    `inputs_embeds`)."""
+    `inputs_embeds`). With `decoder_attention`, the top layer's outputs attend over the encoder's states
+    ([`AELLMDecoderAttention`])."""
 
     def __init__(self, config: AELLMConfig) -> None:
         super().__init__()
@@ -274,6 +396,8 @@ class AELLMDecoder(nn.Module):
             )
             for idx in range(config.num_hidden_layers)
         )
+        encoder_size = (2 if config.bidirectional_encoder else 1) * config.hidden_size
+        self.attention = AELLMDecoderAttention(config, encoder_size) if config.decoder_attention else None
 
     def initial_state(self, latent: torch.Tensor) -> torch.Tensor:
         state = torch.tanh(self.latent_to_state(latent))  # (B, L) -> (B, n * H)
@@ -286,11 +410,13 @@ class AELLMDecoder(nn.Module):
         latent: torch.Tensor,
         hidden_state: torch.Tensor | None = None,
         output_hidden_states: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """(B, T, E) embeddings, (B, L) latent, optional (n, B, H) state to go on from -> the (B, T, H) outputs of the
-        top layer, the (n, B, T, H) states of every layer after each token (a GRU layer's outputs are its states) and,
+        encoded: AELLMEncoderOutput | None = None,
+    ) -> AELLMDecoderOutput:
+        """(B, T, E) embeddings, (B, L) latent, optional (n, B, H) state to go on from and, with `decoder_attention`,
+        the encoder's output `encoded` (its `states` and `source_mask`) -> an [`AELLMDecoderOutput`]: the (B, T, H)
+        outputs, the (n, B, T, H) states of every layer after each token (a GRU layer's outputs are its states) and,
         with `output_hidden_states`, n + 1 hidden states: the embeddings (B, T, E), then the outputs of each layer
-        (B, T, H), the last one being the returned outputs."""
+        below the top (B, T, H), then the returned outputs."""
         if hidden_state is None:
             hidden_state = self.initial_state(latent)
         steps = latent.unsqueeze(1).expand(-1, inputs_embeds.shape[1], -1)  # (B, L) -> (B, T, L)
@@ -301,9 +427,25 @@ class AELLMDecoder(nn.Module):
                 layer_input = self.dropout(layer_input)
             layer_input, _ = layer(layer_input, hidden_state[idx : idx + 1].contiguous())  # (B, T, H)
             states.append(layer_input)
-        outputs = self.dropout(layer_input)
+        outputs, attention, gate = layer_input, None, None
+        if self.attention is not None:
+            if encoded is None or encoded.states is None or encoded.source_mask is None:
+                raise ValueError(
+                    "This AE-LLM decoder attends over the encoder's states (decoder_attention): pass the encoder "
+                    "output of this model (its states, source_ids and source_mask), not only the latent."
+                )
+            outputs, attention, gate = self.attention(
+                layer_input, inputs_embeds, encoded.states, encoded.source_mask, encoded.previous_embeds
+            )
+        outputs = self.dropout(outputs)
         hidden_states = (inputs_embeds, *states[:-1], outputs) if output_hidden_states else None
-        return outputs, torch.stack(states), hidden_states
+        return AELLMDecoderOutput(
+            outputs=outputs,
+            states=torch.stack(states),
+            hidden_states=hidden_states,
+            attention=attention,
+            copy_gate=gate,
+        )
 
 
 class AELLMMemory(nn.Module):
@@ -488,8 +630,10 @@ class AELLMPreTrainedModel(PreTrainedModel):
 class AELLMSeq2SeqModelOutput(Seq2SeqModelOutput):
     r"""
     The output of [`AELLMModel`]: a `Seq2SeqModelOutput` whose `last_hidden_state` is the (B, T, H) output of the top
-    decoder GRU layer, whose cache is an [`AELLMRecurrentCache`] and whose `encoder_last_hidden_state` is the (B, 1, L)
-    encoder latent; the attention fields stay None (a GRU has no attention). Then:
+    decoder GRU layer (the attentional output with `decoder_attention`), whose cache is an [`AELLMRecurrentCache`] and
+    whose `encoder_last_hidden_state` is the (B, 1, L) encoder latent. The GRUs have no attention weights: the encoder
+    and decoder attention fields stay None, and `cross_attentions` too unless `decoder_attention` is on and
+    `output_attentions` asked (then one (B, 1, T, S) tensor: one layer, one head). Then:
 
     latent (`torch.FloatTensor` of shape `(B, L)`):
         The latent the decoder decoded from (encoder latent, or Thinking Net output in "answer" mode).
@@ -497,22 +641,35 @@ class AELLMSeq2SeqModelOutput(Seq2SeqModelOutput):
         Router logits of the Thinking Net ("answer" mode).
     bow_logits (`torch.FloatTensor` of shape `(B, V)`):
         Bag-of-words logits of the hyper-adapter ("answer" mode).
+    copy_gate (`torch.FloatTensor` of shape `(B, T, 1)`):
+        With `copy_head`: p_gen, the share of the output layer's distribution in the answer's.
+    copy_attention (`torch.FloatTensor` of shape `(B, T, S)`):
+        With `copy_head`: the attention weights the copied tokens are drawn with.
+    source_ids (`torch.LongTensor` of shape `(B, S)`):
+        With `copy_head`: the input tokens that can be copied.
     """
 
     latent: torch.Tensor | None = None
     router_logits: torch.Tensor | None = None
     bow_logits: torch.Tensor | None = None
+    copy_gate: torch.Tensor | None = None
+    copy_attention: torch.Tensor | None = None
+    source_ids: torch.Tensor | None = None
 
 
 @dataclass
 class AELLMSeq2SeqLMOutput(Seq2SeqLMOutput):
     r"""
-    A `Seq2SeqLMOutput` with the parts of the loss and the latent. `loss == lm_loss + router_aux_loss + bow_loss`
-    (the last two only in "answer" mode, already multiplied by their coefficients). The cache is an
-    [`AELLMRecurrentCache`]; the attention fields stay None (a GRU has no attention).
+    A `Seq2SeqLMOutput` with the parts of the loss and the latent. `loss == lm_loss_coef * lm_loss +
+    latent_loss_coef * latent_loss + router_aux_loss + bow_loss` (the last three only in "answer" mode, the last two
+    already multiplied by their coefficients). The cache is an [`AELLMRecurrentCache`]; the attention fields stay None
+    (a GRU has no attention).
 
     lm_loss (`torch.FloatTensor` of shape `()`):
         Token cross-entropy of the decoder against `labels` (reconstruction or answer).
+    latent_loss (`torch.FloatTensor` of shape `()`):
+        Mean squared error between the answer latent and the encoder's latent of `labels` ("answer" mode, when
+        `latent_loss_coef` > 0).
     router_aux_loss (`torch.FloatTensor` of shape `()`):
         `router_aux_loss_coef` x the load-balancing loss of the Thinking Net router.
     bow_loss (`torch.FloatTensor` of shape `()`):
@@ -528,6 +685,7 @@ class AELLMSeq2SeqLMOutput(Seq2SeqLMOutput):
     lm_loss: torch.Tensor | None = None
     router_aux_loss: torch.Tensor | None = None
     bow_loss: torch.Tensor | None = None
+    latent_loss: torch.Tensor | None = None
     latent: torch.Tensor | None = None
     router_logits: torch.Tensor | None = None
     bow_logits: torch.Tensor | None = None
@@ -580,6 +738,7 @@ class AELLMModel(AELLMPreTrainedModel):
         use_cache: bool | None = None,
         mode: str | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs: Any,
     ) -> AELLMSeq2SeqModelOutput:
         r"""
@@ -592,15 +751,19 @@ class AELLMModel(AELLMPreTrainedModel):
         decoder_attention_mask (`torch.Tensor`, *optional*):
             Accepted for API compatibility; the decoder is causal by construction and padding positions carry -100
             labels, so it is not needed.
-        encoder_outputs (`BaseModelOutput`, *optional*):
-            Output of `get_encoder()`; its `last_hidden_state` (B, 1, L) is the latent.
+        encoder_outputs (`AELLMEncoderOutput`, *optional*):
+            Output of `get_encoder()`; its `last_hidden_state` (B, 1, L) is the latent (and, with `decoder_attention`,
+            its `states`, `source_ids` and `source_mask` are what the decoder attends to).
         cache (`AELLMRecurrentCache`, *optional*):
             The decoder GRU states after the tokens already decoded (`past_key_values=` is accepted too).
         use_cache (`bool`, *optional*):
             Return the cache, updated with the new tokens (defaults to `config.use_cache`).
         mode (`str`, *optional*):
             "answer" or "reconstruct"; defaults to `config.mode`.
-        Extra keyword arguments sent by `generate()` (`output_attentions`, ...) are ignored.
+        output_attentions (`bool`, *optional*):
+            With `decoder_attention`, return the decoder's attention over the encoder states as `cross_attentions`
+            (defaults to `config.output_attentions`); the GRUs have no other attention weights.
+        Extra keyword arguments sent by `generate()` are ignored.
         """
         mode = mode if mode is not None else self.config.mode
         if mode not in MODES:
@@ -617,6 +780,8 @@ class AELLMModel(AELLMPreTrainedModel):
                 "to start a new one."
             )
 
+        if output_attentions is None:
+            output_attentions = bool(self.config.output_attentions)
         if encoder_outputs is None:
             encoded = self.encoder(
                 input_ids=input_ids,
@@ -625,13 +790,8 @@ class AELLMModel(AELLMPreTrainedModel):
                 output_hidden_states=output_hidden_states,
                 return_dict=True,
             )
-        elif isinstance(encoder_outputs, BaseModelOutput):
-            encoded = encoder_outputs
         else:
-            encoded = BaseModelOutput(
-                last_hidden_state=encoder_outputs[0],
-                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
-            )
+            encoded = self.as_encoder_output(encoder_outputs)
         encoder_latent: torch.Tensor = encoded.last_hidden_state  # (B, 1, L)
         latent = encoder_latent[:, 0]  # (B, 1, L) -> (B, L)
         thought = self.transition(latent) if mode == "answer" else None
@@ -648,23 +808,55 @@ class AELLMModel(AELLMPreTrainedModel):
                 f"{self.config.max_position_embeddings} it writes (max_position_embeddings); lower max_new_tokens."
             )
         hidden_state = cache.hidden_state if cache is not None else None
-        outputs, states, decoder_hidden_states = self.decoder(
-            decoder_inputs_embeds, latent, hidden_state, output_hidden_states=output_hidden_states
+        decoded = self.decoder(
+            decoder_inputs_embeds, latent, hidden_state, output_hidden_states=output_hidden_states, encoded=encoded
         )
         if use_cache:
             if cache is None:
                 cache = AELLMRecurrentCache(self.config)
-            cache.update_states(states)
+            assert decoded.states is not None
+            cache.update_states(decoded.states)
         cache_output: dict[str, Any] = {CACHE_FIELD: cache if use_cache else None}
+        copy = self.config.copy_head
         return AELLMSeq2SeqModelOutput(
-            last_hidden_state=outputs,
-            decoder_hidden_states=decoder_hidden_states,
+            last_hidden_state=decoded.outputs,
+            decoder_hidden_states=decoded.hidden_states,
+            cross_attentions=(decoded.attention.unsqueeze(1),)
+            if output_attentions and decoded.attention is not None
+            else None,
             encoder_last_hidden_state=encoder_latent,
             encoder_hidden_states=encoded.hidden_states,
             latent=latent,
             router_logits=thought.router_logits if thought is not None else None,
             bow_logits=thought.bow_logits if thought is not None else None,
+            copy_gate=decoded.copy_gate if copy else None,
+            copy_attention=decoded.attention if copy else None,
+            source_ids=encoded.source_ids if copy else None,
             **cache_output,
+        )
+
+    def as_encoder_output(self, encoder_outputs: BaseModelOutput | tuple[Any, ...]) -> AELLMEncoderOutput:
+        """`encoder_outputs` as an [`AELLMEncoderOutput`]: from the encoder's dict, a plain `BaseModelOutput` (the
+        latent, and its hidden states) or the encoder's tuple: (latent, hidden states if any, and with
+        `decoder_attention` states, source_ids, source_mask, previous_embeds)."""
+        if isinstance(encoder_outputs, AELLMEncoderOutput):
+            return encoder_outputs
+        if isinstance(encoder_outputs, BaseModelOutput):
+            return AELLMEncoderOutput(
+                last_hidden_state=encoder_outputs.last_hidden_state, hidden_states=encoder_outputs.hidden_states
+            )
+        parts = tuple(encoder_outputs)
+        extra: dict[str, Any] = {}
+        if self.config.decoder_attention and len(parts) >= 5:
+            parts, (states, source_ids, source_mask, previous) = parts[:-4], parts[-4:]
+            extra = {
+                "states": states,
+                "source_ids": source_ids,
+                "source_mask": source_mask,
+                "previous_embeds": previous,
+            }
+        return AELLMEncoderOutput(
+            last_hidden_state=parts[0], hidden_states=parts[1] if len(parts) > 1 else None, **extra
         )
 
 
@@ -747,6 +939,22 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
         for module in self.autoencoder_modules():
             module.requires_grad_(True)
 
+    @torch.no_grad()
+    def encode_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The encoder's latent of each row of `labels` (B, T), -100 as padding: the text read as the autoencoder
+        reads it (its closing `</s>` included), in eval mode (no dropout) and without gradient. (B, T) -> (B, L): the
+        target of the latent loss, the latent the decoder reconstructs the answer from."""
+        encoder = self.model.encoder
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            mask = labels != -100
+            ids = labels.masked_fill(~mask, self.config.pad_token_id or 0)
+            encoded = encoder(input_ids=ids, attention_mask=mask.long(), return_dict=True)
+        finally:
+            encoder.train(was_training)
+        return encoded.last_hidden_state[:, 0]
+
     def _prepare_cache_for_generation(
         self,
         generation_config: GenerationConfig,
@@ -801,36 +1009,75 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
             )
         )
 
+    def output_logits(
+        self,
+        hidden: torch.Tensor,
+        copy_gate: torch.Tensor | None = None,
+        copy_attention: torch.Tensor | None = None,
+        source_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T, H) decoder outputs -> (B, T, V) logits: the output layer's, or with the copy head the log of the
+        pointer-generator mixture p_gen * softmax(lm_head(h)) + (1 - p_gen) * (attention weights summed per input
+        token), a normalised distribution (so `generate()` and the cross-entropy treat it like logits)."""
+        logits = self.lm_head(hidden)  # (B, T, H) -> (B, T, V)
+        if copy_gate is None or copy_attention is None or source_ids is None:
+            return logits
+        vocab = F.softmax(logits.float(), dim=-1)
+        index = source_ids.unsqueeze(1).expand(-1, hidden.shape[1], -1)  # (B, S) -> (B, T, S)
+        copied = torch.zeros_like(vocab).scatter_add(-1, index, copy_attention.float())  # (B, T, V)
+        gate = copy_gate.float()
+        return torch.log((gate * vocab + (1.0 - gate) * copied).clamp(min=1e-12)).to(logits.dtype)
+
     def _decode_scheduled(
-        self, first: AELLMSeq2SeqModelOutput, decoder_input_ids: torch.Tensor
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        self,
+        first: AELLMSeq2SeqModelOutput,
+        decoder_input_ids: torch.Tensor,
+        encoded: AELLMEncoderOutput,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, torch.Tensor | None]:
         """Scheduled sampling, one step at a time, from the base model's output `first` for step 0 (the start token,
         with its cache): step t > 0 reads the gold token `decoder_input_ids[:, t]` with probability
         `teacher_forcing_ratio` (drawn per sequence and step from torch's RNG) and otherwise the model's own argmax at
-        step t - 1. Returns (B, T, V) logits and the decoder hidden states over the T steps (if `first` has them)."""
+        step t - 1. Returns (B, T, V) logits, the decoder hidden states over the T steps (if `first` has them) and,
+        with `output_attentions` and `decoder_attention`, the (B, T, S) attention weights."""
         batch_size, seq_len = decoder_input_ids.shape
         latent, cache = first.latent, getattr(first, CACHE_FIELD)
         assert latent is not None and isinstance(cache, AELLMRecurrentCache)
         hidden_state = cache.hidden_state
         assert first.last_hidden_state is not None
-        step_logits = [self.lm_head(first.last_hidden_state[:, 0])]  # (B, V)
+        step_logits = [
+            self.output_logits(first.last_hidden_state, first.copy_gate, first.copy_attention, first.source_ids)[:, 0]
+        ]  # (B, V)
         step_hidden = [first.decoder_hidden_states] if first.decoder_hidden_states is not None else None
+        step_attention = [first.cross_attentions[0][:, 0, 0]] if output_attentions and first.cross_attentions else None
         for t in range(1, seq_len):
             use_gold = torch.rand(batch_size, device=latent.device) < self.config.teacher_forcing_ratio
             predicted = step_logits[-1].argmax(dim=-1)  # (B,)
             step_ids = torch.where(use_gold, decoder_input_ids[:, t], predicted)
             embeds = self.model.get_input_embeddings()(step_ids.unsqueeze(1))  # (B, 1, E)
-            outputs, states, hidden = self.model.decoder(
-                embeds, latent, hidden_state, output_hidden_states=step_hidden is not None
+            step = self.model.decoder(
+                embeds, latent, hidden_state, output_hidden_states=step_hidden is not None, encoded=encoded
             )
-            hidden_state = states[:, :, -1]
-            step_logits.append(self.lm_head(outputs[:, 0]))
-            if step_hidden is not None and hidden is not None:
-                step_hidden.append(hidden)
+            assert step.states is not None and step.outputs is not None
+            hidden_state = step.states[:, :, -1]
+            copy = self.config.copy_head
+            step_logits.append(
+                self.output_logits(
+                    step.outputs,
+                    step.copy_gate if copy else None,
+                    step.attention if copy else None,
+                    encoded.source_ids if copy else None,
+                )[:, 0]
+            )
+            if step_hidden is not None and step.hidden_states is not None:
+                step_hidden.append(step.hidden_states)
+            if step_attention is not None and step.attention is not None:
+                step_attention.append(step.attention[:, 0])
         hidden_states = None
         if step_hidden is not None:
             hidden_states = tuple(torch.cat(parts, dim=1) for parts in zip(*step_hidden, strict=True))
-        return torch.stack(step_logits, dim=1), hidden_states
+        attention = torch.stack(step_attention, dim=1) if step_attention is not None else None
+        return torch.stack(step_logits, dim=1), hidden_states, attention
 
     @accepts_past_key_values
     @can_return_tuple
@@ -848,6 +1095,7 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         mode: str | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs: Any,
     ) -> AELLMSeq2SeqLMOutput:
         r"""
@@ -873,6 +1121,16 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
             and decoder_input_ids is not None
             and decoder_input_ids.shape[1] > 1
         )
+        if output_attentions is None:
+            output_attentions = bool(self.config.output_attentions)
+        if scheduled and encoder_outputs is None:  # the steps after the first need the encoder's output too
+            encoder_outputs = self.model.encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
+            )
         outputs: AELLMSeq2SeqModelOutput = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -886,23 +1144,35 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
             use_cache=True if scheduled else use_cache,
             mode=mode,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
             return_dict=True,  # the head builds its own output (a tuple too, when asked) from the base model's
             **kwargs,
         )
         decoder_hidden_states = outputs.decoder_hidden_states
+        cross_attentions = outputs.cross_attentions
         if scheduled:
-            assert decoder_input_ids is not None
-            logits, decoder_hidden_states = self._decode_scheduled(outputs, decoder_input_ids)
+            assert decoder_input_ids is not None and encoder_outputs is not None
+            logits, decoder_hidden_states, attention = self._decode_scheduled(
+                outputs, decoder_input_ids, self.model.as_encoder_output(encoder_outputs), output_attentions
+            )
+            cross_attentions = (attention.unsqueeze(1),) if attention is not None else None
             cache_output: dict[str, Any] = {CACHE_FIELD: None}
         else:
-            logits = self.lm_head(outputs.last_hidden_state)  # (B, T, H) -> (B, T, V)
+            assert outputs.last_hidden_state is not None
+            logits = self.output_logits(
+                outputs.last_hidden_state, outputs.copy_gate, outputs.copy_attention, outputs.source_ids
+            )  # (B, T, H) -> (B, T, V)
             cache_output = {CACHE_FIELD: getattr(outputs, CACHE_FIELD)}
 
-        loss = lm_loss = router_aux_loss = bow_loss = None
+        loss = lm_loss = router_aux_loss = bow_loss = latent_loss = None
         if labels is not None:
             labels = labels.to(logits.device)
             lm_loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
-            loss = lm_loss
+            loss = lm_loss if self.config.lm_loss_coef == 1 else self.config.lm_loss_coef * lm_loss
+            if self.config.latent_loss_coef > 0 and outputs.router_logits is not None and outputs.latent is not None:
+                # "answer" mode: the Thinking Net's answer latent against the encoder's latent of the answer text
+                latent_loss = F.mse_loss(outputs.latent.float(), self.encode_labels(labels).float())
+                loss = loss + self.config.latent_loss_coef * latent_loss
             if outputs.router_logits is not None and outputs.bow_logits is not None:
                 balance = load_balancing_loss(outputs.router_logits, self.config.num_experts_per_tok)
                 router_aux_loss = self.config.router_aux_loss_coef * balance
@@ -918,11 +1188,13 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
             loss=loss,
             logits=logits,
             decoder_hidden_states=decoder_hidden_states,
+            cross_attentions=cross_attentions,
             encoder_last_hidden_state=outputs.encoder_last_hidden_state,
             encoder_hidden_states=outputs.encoder_hidden_states,
             lm_loss=lm_loss,
             router_aux_loss=router_aux_loss,
             bow_loss=bow_loss,
+            latent_loss=latent_loss,
             latent=outputs.latent,
             router_logits=outputs.router_logits,
             bow_logits=outputs.bow_logits,
@@ -945,7 +1217,9 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
 
 __all__ = [
     "AELLMDecoder",
+    "AELLMDecoderAttention",
     "AELLMEncoder",
+    "AELLMEncoderOutput",
     "AELLMForConditionalGeneration",
     "AELLMModel",
     "AELLMPreTrainedModel",

@@ -1,5 +1,7 @@
 """AE-LLM tokenizer: a lower-cased byte-level BPE of about 1,800 tokens (4 special tokens included), trained with
-`tokenizers`. Every encoded text ends with the eos token `</s>`, so the decoder learns where an answer stops."""
+`tokenizers`. Every encoded text ends with the eos token `</s>`, so the decoder learns where an answer stops, and starts
+with a space (removed again when decoding), so a word has the same tokens first in a text as inside a sentence: an
+answer is then written with the very tokens it has in the question's sentence, which the copy head copies."""
 
 from collections.abc import Iterable
 
@@ -32,19 +34,31 @@ class AELLMTokenizer(PreTrainedTokenizerFast):
 
     @classmethod
     def train_from_texts(
-        cls, texts: Iterable[str], vocab_size: int = 1800, min_frequency: int = 2, show_progress: bool = False
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 1800,
+        min_frequency: int = 2,
+        show_progress: bool = False,
+        add_prefix_space: bool = True,
     ) -> "AELLMTokenizer":
         """Train a lower-cased byte-level BPE of at most `vocab_size` tokens, the 4 special tokens (ids 0-3) included.
 
-        A small corpus can yield fewer tokens than asked: size the model with `len(tokenizer)`.
+        A small corpus can yield fewer tokens than asked: size the model with `len(tokenizer)`. With
+        `add_prefix_space` (the default; a saved tokenizer keeps the setting it was trained with) every text is read
+        after a space, which decoding drops again, so "Denver" has the same tokens in "Denver Broncos" as in "the
+        Denver Broncos".
         """
         specials = list(SPECIAL_TOKENS.values())
         if vocab_size < len(specials) + 256:
             raise ValueError(f"vocab_size ({vocab_size}) must hold the 4 special tokens and the 256 bytes (>= 260).")
         tokenizer = Tokenizer(models.BPE(unk_token=None))
         tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tokenizer.decoder = decoders.ByteLevel()
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+        tokenizer.decoder = (
+            decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)])  # the added space goes again
+            if add_prefix_space
+            else decoders.ByteLevel()
+        )
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
