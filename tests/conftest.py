@@ -1,8 +1,14 @@
-"""Shared fixtures: offline Hub, tiny Aksis tokenizer/model, a tiny trained model folder, the shared data folder."""
+"""Shared fixtures (offline Hub, tiny Aksis tokenizer/model, a tiny trained model folder, the golden model folders,
+the shared data folder), the broken-cache switch and the skip policy of CI.
+
+- `LMFORGE_TEST_BREAK_CACHE=1` plants a broken cache for the whole session (tests/break_cache.py): the experiment
+  that shows which tests catch a regression in cached generation.
+- `LMFORGE_NO_SKIPS=1` (.ci/run sets it) fails the run when a test is skipped for a reason that is not on the
+  allow-list, `ALLOWED_SKIPS` in tests/skip_policy.py (registered here as a plugin).
+"""
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,8 +21,13 @@ import torch
 
 import lmforge  # noqa: F401  (registers the lmforge models with the Auto classes)
 
+from . import skip_policy
+from .break_cache import plant_if_asked
+from .remote_worker import run_script
+
 # Tiny test models run far faster on one thread than on two contended ones.
 torch.set_num_threads(1)
+CACHE_BROKEN = plant_if_asked()
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -44,12 +55,9 @@ TINY_CHAR = {
 
 
 def python_without_lmforge(code: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess[str]:
-    """Run `code` in a fresh interpreter in which `import lmforge` fails, as on a machine without lmforge."""
-    blocker = "import sys; sys.modules['lmforge'] = None\n"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    return subprocess.run(
-        [sys.executable, "-c", blocker + code], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    """Run `code` where `import lmforge` fails, as on a machine without lmforge: in the session's one remote-code
+    worker (tests/remote_worker.py), as `python -c code` would run it in `cwd`."""
+    return run_script(code, cwd, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +65,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA} (tests that need real datasets are skipped)")
     return SHARED_DATA
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(skip_policy, "lmforge-skip-policy")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if CACHE_BROKEN:
+        terminalreporter.section("broken cache", sep="-", yellow=True)
+        terminalreporter.line("LMFORGE_TEST_BREAK_CACHE=1: every cache forgets what it holds (tests/break_cache.py)")
 
 
 @pytest.fixture(scope="session")
@@ -136,15 +154,12 @@ def trained_char_dir(tmp_path_factory, tiny_text_file) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dirs(tmp_path_factory, trained_aksis_dir) -> dict[str, Path]:
-    """A tiny saved model folder of each architecture (model_type -> folder): the trained Aksis, and CharTransformer,
-    AE-LLM and LatentReasoner folders as training runs leave them (`tests/saved_models.py`)."""
-    from .saved_models import save_ae_llm, save_char_transformer, save_latent_reasoner
+def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """A tiny saved model folder of each architecture (model_type -> folder): a copy of its golden folder
+    (tests/data/golden, whose greedy ids are committed in golden.json) as a training run leaves it, with its code,
+    recipe and eval results (`tests/saved_models.py`)."""
+    from .golden import ARCHITECTURES
+    from .saved_models import golden_copy
 
     root = tmp_path_factory.mktemp("tiny_models")
-    return {
-        "aksis": trained_aksis_dir,
-        "char_transformer": save_char_transformer(root / "char_transformer"),
-        "ae_llm": save_ae_llm(root / "ae_llm"),
-        "latent_reasoner": save_latent_reasoner(root / "latent_reasoner"),
-    }
+    return {model_type: golden_copy(model_type, root / model_type) for model_type in ARCHITECTURES}

@@ -16,11 +16,13 @@ from lmforge import LmforgeError
 from lmforge.cli.main import main as lmforge_main
 from lmforge.data import load_squad, read_squad_file
 from lmforge.data.squad import answer_sentence, split_by_article
+from lmforge.evaluation import normalize_answer
 from lmforge.inference import GenerationSettings, TextGenerator
 from lmforge.training import parse_recipe, run_training
-from lmforge.training.qa import answer_scores, most_frequent_answer
+from lmforge.training.qa import answer_scores, most_frequent_answer, score_squad
 
 from .conftest import REPO_ROOT
+from .models.ae_llm.contract_ae_llm import oracle_seq2seq_greedy
 
 RECIPES = REPO_ROOT / "recipes" / "ae_llm"
 
@@ -223,12 +225,28 @@ def test_shared_squad_file_loads_and_splits_by_article(shared_data: Path) -> Non
     assert len(train_titles | validation_titles) == 46 and len(validation_titles) == 5
     assert not train_titles & validation_titles
     assert data["train"].num_rows + data["validation"].num_rows == 10192
-    first = data["train"][0] if data["train"][0]["title"] == "Super_Bowl_50" else None
-    if first is not None:
-        assert (first["source"], first["target"]) == (
-            "Which NFL team represented the AFC at Super Bowl 50?",
-            "Denver Broncos",
-        )
+    # The split is drawn with a fixed seed: always the same 5 held-out articles, and the file's first article
+    # (Super_Bowl_50) in train, so the seed's "first 500 pairs" are its first 500 questions.
+    assert validation_titles == {
+        "Ctenophora",
+        "European_Union_law",
+        "Prime_number",
+        "Southern_California",
+        "Warsaw",
+    }
+    first = data["train"][0]
+    assert (first["title"], first["source"], first["target"]) == (
+        "Super_Bowl_50",
+        "Which NFL team represented the AFC at Super Bowl 50?",
+        "Denver Broncos",
+    )
+    assert set(data["train"].select(range(500))["title"]) == {"Super_Bowl_50"}
+    # Two corpora of chosen articles, with named held-out articles
+    chosen = load_squad(
+        train_file=str(path), articles=["Nikola_Tesla", "Steam_engine"], validation_articles=["Steam_engine"]
+    )
+    assert set(chosen["train"]["title"]) == {"Nikola_Tesla"} and set(chosen["validation"]["title"]) == {"Steam_engine"}
+    assert (chosen["train"].num_rows, chosen["validation"].num_rows) == (511, 215)
 
 
 # --- the three phases, run from the shipped recipes through `lmforge train` ---
@@ -287,6 +305,7 @@ def phases(squad_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
                 # a fifth of phase 1's rate, as in the recipes (5e-4, then 1e-4): at 3e-2 the tiny Thinking Net's loss
                 # can climb instead of falling, depending on the initial weights
                 learning_rate=6e-3,
+                train_score_samples=6,
             )
         )
         == 0
@@ -318,6 +337,27 @@ def test_each_phase_lowers_its_own_loss(phases: dict[str, Path], phase: str) -> 
     assert f"training_phase: {phase}" in recipe
 
 
+def test_transition_trains_the_thinking_net_on_the_latent_loss(phases: dict[str, Path]) -> None:
+    """The transition phase's default objective is the latent one (MSE to the frozen encoder's answer latent); its
+    error is reported on the held-out pairs and on the scored train pairs, next to the answers to those."""
+    config = json.loads((phases["transition"] / "config.json").read_text(encoding="utf-8"))
+    assert (config["lm_loss_coef"], config["latent_loss_coef"]) == (0.0, 1.0)
+    for phase in ("autoencoder", "finetune"):  # the other phases train the decoder's cross-entropy
+        config = json.loads((phases[phase] / "config.json").read_text(encoding="utf-8"))
+        assert (config["lm_loss_coef"], config["latent_loss_coef"]) == (1.0, 0.0)
+    metrics = json.loads((phases["transition"] / "eval_results.json").read_text(encoding="utf-8"))
+    for split in ("eval", "train"):
+        assert metrics[f"{split}_latent_mse"] > 0 and metrics[f"{split}_latent_relative_mse"] > 0
+    assert metrics["train_questions"] == 6.0 and 0 <= metrics["train_exact_match"] <= 100
+    learned = [
+        json.loads(line) for line in (phases["transition"] / "train_predictions.jsonl").read_text().splitlines()
+    ]
+    assert len(learned) == 6 and learned[0]["input"] == "How many wheels does a tricycle have?"
+    assert "train_latent_mse" not in json.loads((phases["finetune"] / "eval_results.json").read_text(encoding="utf-8"))
+    # the autoencoder phase has no Thinking Net output to score
+    assert "eval_latent_mse" not in json.loads((phases["autoencoder"] / "eval_results.json").read_text("utf-8"))
+
+
 def test_transition_leaves_the_autoencoder_bit_identical(phases: dict[str, Path]) -> None:
     autoencoder = load_file(phases["autoencoder"] / "model.safetensors")
     transition = load_file(phases["transition"] / "model.safetensors")
@@ -338,18 +378,25 @@ def test_transition_leaves_the_autoencoder_bit_identical(phases: dict[str, Path]
         ).read_bytes()
 
 
-def test_post_train_reports_model_and_baseline_side_by_side(phases: dict[str, Path]) -> None:
+def test_post_train_reports_model_and_baseline_side_by_side(phases: dict[str, Path], squad_file: Path) -> None:
     for phase, output_dir in phases.items():
         metrics = json.loads((output_dir / "eval_results.json").read_text(encoding="utf-8"))
         for key in ("exact_match", "f1", "bleu", "rouge1", "rouge2", "rougeL", "rougeLsum"):
-            assert f"eval_{key}" in metrics and f"baseline_{key}" in metrics, (phase, key)
+            assert f"eval_{key}" in metrics and f"eval_baseline_{key}" in metrics, (phase, key)
         assert metrics["eval_questions"] == 8.0
         # The baseline answers "three" everywhere: right on exactly 1 question of 4 in each held-out article.
-        assert metrics["baseline_exact_match"] == pytest.approx(25.0)
-        assert metrics["baseline_f1"] == pytest.approx(25.0)
-        assert 0.0 <= metrics["eval_reconstruction_token_accuracy"] <= 100.0
+        assert metrics["eval_baseline_exact_match"] == pytest.approx(25.0)
+        assert metrics["eval_baseline_f1"] == pytest.approx(25.0)
+        # The reconstruction scores, recomputed here from the saved model: teacher-forced argmax against the inputs,
+        # on the distinct held-out questions and answers
+        token_accuracy, sequence_accuracy = reconstruction_by_hand(output_dir, squad_file)
+        assert metrics["eval_reconstruction_token_accuracy"] == pytest.approx(token_accuracy)
+        assert metrics["eval_reconstruction_sequence_accuracy"] == pytest.approx(sequence_accuracy)
         predictions = [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text().splitlines()]
         assert len(predictions) == 8 and all(set(p) == {"id", "input", "prediction", "answers"} for p in predictions)
+        # EM is recomputed from the written predictions
+        exact = [normalize_answer(p["prediction"]) in {normalize_answer(a) for a in p["answers"]} for p in predictions]
+        assert metrics["eval_exact_match"] == pytest.approx(100.0 * sum(exact) / len(exact))
     # Phase 2 did not touch the autoencoder, so it reconstructs exactly as phase 1 did; phase 3 changed it.
     scores = {
         phase: json.loads((output_dir / "eval_results.json").read_text(encoding="utf-8"))
@@ -360,12 +407,57 @@ def test_post_train_reports_model_and_baseline_side_by_side(phases: dict[str, Pa
     assert scores["finetune"][key] != scores["transition"][key]
 
 
+def reconstruction_by_hand(output_dir: Path, squad_file: Path) -> tuple[float, float]:
+    """Token and text reconstruction accuracy (percent) of the saved model on the held-out questions and answers,
+    one text at a time, without padding or the library's scorer."""
+    model = AutoModelForSeq2SeqLM.from_pretrained(output_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    data = load_squad(train_file=str(squad_file), validation_split_percentage=25)
+    questions = list(dict.fromkeys(data["validation"]["source"]))
+    answers = list(dict.fromkeys(data["validation"]["target"]))
+    right = total = exact = 0
+    for text, limit in [(q, 48) for q in questions] + [(a, 16) for a in answers]:
+        ids = torch.tensor([tokenizer(text, truncation=True, max_length=limit)["input_ids"]])
+        with torch.no_grad():
+            predicted = model(input_ids=ids, labels=ids, mode="reconstruct").logits.argmax(-1)
+        hits = int((predicted == ids).sum())
+        right, total, exact = right + hits, total + ids.shape[1], exact + int(hits == ids.shape[1])
+    return 100.0 * right / total, 100.0 * exact / len(questions + answers)
+
+
+def test_a_saved_model_is_scored_on_other_articles_by_the_same_code(
+    phases: dict[str, Path], squad_file: Path, tmp_path: Path
+) -> None:
+    """`score_squad` (how withheld articles are scored) gives a saved folder's post-train scores when handed its
+    validation articles as a file of their own."""
+    validation_titles = set(
+        load_squad(train_file=str(squad_file), validation_split_percentage=25)["validation"]["title"]
+    )
+    document = squad_document()
+    document["data"] = [article for article in document["data"] if article["title"] in validation_titles]
+    held_out = tmp_path / "held-out.json"
+    held_out.write_text(json.dumps(document), encoding="utf-8")
+    saved = json.loads((phases["finetune"] / "eval_results.json").read_text(encoding="utf-8"))
+    scores = score_squad(phases["finetune"], held_out, baseline_answer="three", output_dir=tmp_path / "scored")
+    for key, value in scores.items():
+        if key != "eval_answer_seconds":
+            assert value == pytest.approx(saved[key]), key
+    assert {"eval_exact_match", "eval_f1", "eval_bleu", "eval_rougeL", "eval_baseline_f1"} <= set(scores)
+    assert (tmp_path / "scored" / "predictions.jsonl").read_text() == (
+        phases["finetune"] / "predictions.jsonl"
+    ).read_text()
+
+
 def test_phase_errors_are_one_sentence(squad_file: Path, tmp_path: Path) -> None:
     base = {"model_type": "ae_llm", "train_file": str(squad_file), "output_dir": str(tmp_path / "out")}
     with pytest.raises(LmforgeError, match="training_phase: one of"):
         run_training(*parse_recipe(base))
     with pytest.raises(LmforgeError, match="set model_name_or_path to its output_dir"):
         run_training(*parse_recipe({**base, "training_phase": "transition"}))
+    with pytest.raises(LmforgeError, match="objective must be one of"):
+        run_training(*parse_recipe({**base, "training_phase": "autoencoder", "objective": "bleu"}))
+    with pytest.raises(LmforgeError, match="reconstructs its inputs: objective decoder"):
+        run_training(*parse_recipe({**base, "training_phase": "autoencoder", "objective": "latent"}))
     too_long = {**base, "training_phase": "autoencoder", "tokenizer_vocab_size": 300, "max_source_length": 100}
     with pytest.raises(LmforgeError, match="max_source_length"):
         run_training(*parse_recipe({**too_long, "config_overrides": {"max_position_embeddings": 48}}))
@@ -397,9 +489,23 @@ def test_generate_adds_eos_and_handles_long_prompts(phases: dict[str, Path], cap
     assert "max new tokens lowered from 100" in caplog.text
 
 
+def oracle_answer(output_dir: Path, question: str, max_new_tokens: int) -> str:
+    """The greedy answer by the model contract's oracle (plain forward passes over the whole decoder prefix, no cache,
+    no generate()), cut at the end-of-sequence token and decoded: a reference independent of lmforge's inference."""
+    model = AutoModelForSeq2SeqLM.from_pretrained(output_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    ids = torch.tensor([tokenizer(question)["input_ids"]])
+    tokens = oracle_seq2seq_greedy(model, ids, max_new_tokens, mode="answer")[0].tolist()
+    eos = model.config.eos_token_id
+    tokens = tokens[: tokens.index(eos)] if eos in tokens else tokens
+    return str(tokenizer.decode(tokens, skip_special_tokens=True)).strip()
+
+
 def test_cli_generate_answers_like_the_evaluation(phases: dict[str, Path]) -> None:
     predictions = [json.loads(line) for line in (phases["finetune"] / "predictions.jsonl").read_text().splitlines()]
     question, expected = predictions[0]["input"], predictions[0]["prediction"]
+    # predictions.jsonl (the scorer's batched generate()) holds the oracle's answer
+    assert expected == oracle_answer(phases["finetune"], question, 16)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(
         [

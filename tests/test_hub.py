@@ -20,7 +20,7 @@ from lmforge.hub.push import UploadPlan, model_upload_plan, space_upload_plan, u
 from lmforge.hub.remote_code import add_remote_code, remote_code_updates
 
 from .conftest import python_without_lmforge
-from .saved_models import save_ae_llm, save_latent_reasoner
+from .saved_models import oracle_text, save_ae_llm, save_latent_reasoner
 
 
 @pytest.fixture()
@@ -208,7 +208,9 @@ def test_dry_run_writes_the_upload_and_it_loads_without_lmforge(aksis_dir: Path,
     )
     result = python_without_lmforge(script, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1].startswith("'First Citizen:")
+    # the round trip: what was uploaded writes, without lmforge, what the oracle writes from the original folder
+    expected = "First Citizen:" + oracle_text("aksis", aksis_dir, "First Citizen:", 8)
+    assert result.stdout.strip().splitlines()[-1] == repr(expected)
 
 
 def test_push_offline_is_one_line_error_and_uploads_nothing(aksis_dir: Path, monkeypatch, capsys) -> None:
@@ -295,6 +297,15 @@ def test_upload_plan_checks_repo_ids(aksis_dir: Path) -> None:
 
 
 # --- the Trainer's push_to_hub ---
+
+
+def content(path_or_fileobj: object) -> bytes:
+    """The bytes of a commit operation's file (given as bytes, a path or a file object)."""
+    if isinstance(path_or_fileobj, bytes):
+        return path_or_fileobj
+    if isinstance(path_or_fileobj, str | Path):
+        return Path(path_or_fileobj).read_bytes()
+    return bytes(path_or_fileobj.read())  # type: ignore[attr-defined]
 
 
 def test_trainer_model_card_is_the_lmforge_card(aksis_dir: Path, tiny_aksis, aksis_tokenizer) -> None:
@@ -384,11 +395,16 @@ def test_recipe_with_push_to_hub_pushes_once_at_the_end_with_the_card_and_no_pic
     assert [name for name, _ in calls] == ["create_repo", "create_commit"], calls
     repo_id, files = calls[1][1]
     assert repo_id == "someone/aksis-pushed"  # hub_model_id defaults to <user>/<output_dir name>
-    assert (tmp_path / "aksis-pushed" / "checkpoint-2").is_dir()  # the checkpoints exist, and stay home
+    out = tmp_path / "aksis-pushed"
+    assert (out / "checkpoint-2").is_dir()  # the checkpoints exist, and stay home
+    # pushed at the end: the final weights and the state after the last step, as the folder holds them now
+    assert content(files["model.safetensors"]) == (out / "model.safetensors").read_bytes()
+    assert json.loads(content(files["trainer_state.json"]))["global_step"] == 4
+    assert content(files["eval_results.json"]) == (out / "eval_results.json").read_bytes()
     assert not any(path.startswith("checkpoint-") for path in files)
     assert not any(path.endswith((".bin", ".pt", ".pkl", ".pickle")) for path in files)
     assert "training_args.json" not in files and {"model.safetensors", "config.json", "recipe.yaml"} <= set(files)
-    card = ModelCard(files["README.md"].decode("utf-8"))
+    card = ModelCard(content(files["README.md"]).decode("utf-8"))
     assert "lmforge" in card.data.to_dict()["tags"] and "someone/aksis-pushed" in card.text
     assert yaml.safe_load((tmp_path / "aksis-pushed" / "recipe.yaml").read_text())["push_to_hub"] is True
 

@@ -1,4 +1,5 @@
-"""The inference layer (`lmforge.loading`, `lmforge.inference`) on a tiny saved model of each architecture, the
+"""The inference layer (`lmforge.loading`, `lmforge.inference`) on the golden tiny model of each architecture
+(tests/data/golden: its texts are committed, and other prompts are checked against the independent oracle), the
 deprecated names it replaced, and the shape of the library around it: no import cycles among lmforge modules, and
 the library never imports the command line."""
 
@@ -21,11 +22,13 @@ from lmforge.loading import load_model_and_processor
 from lmforge.models import SPECS, LatentReasonerProcessor
 
 from .conftest import REPO_ROOT
-from .saved_models import LATENT_TEXT_A, LATENT_TEXT_B, PROMPTS, reference_text
+from .golden import PROMPTS, golden_text
+from .models.contract import oracle_beam_search
+from .saved_models import LATENT_TEXT_A, LATENT_TEXT_B, load_auto, oracle_chat_text, oracle_text
 
 ARCHITECTURES = ["aksis", "char_transformer", "ae_llm", "latent_reasoner"]
 ANSWERING = ["ae_llm", "latent_reasoner"]
-GREEDY = GenerationSettings(max_new_tokens=6, do_sample=False)
+GREEDY = GenerationSettings(max_new_tokens=8, do_sample=False)  # the golden texts' 8 new tokens
 SRC = REPO_ROOT / "src"
 
 
@@ -71,8 +74,8 @@ def test_a_latent_reasoner_folder_saved_before_the_processor_still_loads(
     model, processor = load_model_and_processor(old)
     assert isinstance(processor, LatentReasonerProcessor)
     assert processor(LATENT_TEXT_A)["input_ids"] == load_model_and_processor(new)[1](LATENT_TEXT_A)["input_ids"]
-    assert TextGenerator(model, processor).generate(LATENT_TEXT_A, GREEDY) == reference_text(
-        "latent_reasoner", new, LATENT_TEXT_A, 6
+    assert TextGenerator(model, processor).generate(LATENT_TEXT_A, GREEDY) == golden_text(
+        "latent_reasoner", LATENT_TEXT_A
     )
 
 
@@ -90,18 +93,21 @@ def test_generation_settings() -> None:
 
 
 @pytest.mark.parametrize("model_type", ARCHITECTURES)
-def test_generate_agrees_with_transformers(model_type: str, generators: dict, tiny_model_dirs: dict) -> None:
-    prompt = PROMPTS[model_type]
-    text = generators[model_type].generate(prompt, GREEDY)
-    assert text == reference_text(model_type, tiny_model_dirs[model_type], prompt, 6)
-    assert text.strip()
+def test_generate_writes_the_golden_text(model_type: str, generators: dict) -> None:
+    for prompt in PROMPTS[model_type]:
+        assert generators[model_type].generate(prompt, GREEDY) == golden_text(model_type, prompt)
 
 
 @pytest.mark.parametrize("model_type", ANSWERING)
-def test_a_batch_of_inputs_is_answered_as_one_at_a_time(model_type: str, generators: dict) -> None:
+def test_a_batch_of_inputs_is_answered_as_one_at_a_time(
+    model_type: str, generators: dict, tiny_model_dirs: dict
+) -> None:
+    """Padded batches of 3, 3 and 1 texts of different lengths: each answer is the oracle's for its text alone."""
     generator = generators[model_type]
-    texts = [PROMPTS[model_type], "what is the capital of france?", LATENT_TEXT_B, "paris", "who?"]
-    assert generator.generate(texts, GREEDY, batch_size=3) == [generator.generate(text, GREEDY) for text in texts]
+    texts = [*PROMPTS[model_type], "who? the cat", "paris", "rain fell all day long on the mat"]
+    expected = [oracle_text(model_type, tiny_model_dirs[model_type], text, 8) for text in texts]
+    assert generator.generate(texts, GREEDY, batch_size=3) == expected
+    assert expected[:2] == [golden_text(model_type, text) for text in PROMPTS[model_type]]
 
 
 def test_a_decoder_prompt_keeps_its_end_and_leaves_room(generators: dict, inference_log) -> None:
@@ -131,7 +137,9 @@ def test_an_encoder_prompt_keeps_its_start_and_the_answer_fits_the_decoder(gener
     assert generators["latent_reasoner"].max_new_tokens_limit == 60
 
 
-def test_a_decoder_chat_goes_through_the_chat_template_and_keeps_the_recent_turns(generators: dict) -> None:
+def test_a_decoder_chat_goes_through_the_chat_template_and_keeps_the_recent_turns(
+    generators: dict, tiny_model_dirs: dict
+) -> None:
     generator = generators["aksis"]
     assert generator.chat_template == generator.processor.chat_template  # Aksis has its own
     assert generators["char_transformer"].chat_template == PLAIN_CHAT_TEMPLATE  # a character tokenizer has none
@@ -147,13 +155,16 @@ def test_a_decoder_chat_goes_through_the_chat_template_and_keeps_the_recent_turn
     assert encoded.inputs["input_ids"].shape[1] == 32  # the most recent tokens of the conversation
     assert encoded.prompt_tokens > 64
     completion = generator.chat(long, GenerationSettings(max_new_tokens=100, do_sample=False))
-    assert 1 <= completion.completion_tokens <= 32
+    assert completion.completion_tokens == 32 and completion.finish_reason == "length"
+    assert completion.text == oracle_chat_text("aksis", tiny_model_dirs["aksis"], long, 100)
 
 
 @pytest.mark.parametrize("model_type", ANSWERING)
-def test_an_encoder_decoder_chat_answers_the_last_user_message(model_type: str, generators: dict) -> None:
+def test_an_encoder_decoder_chat_answers_the_last_user_message(
+    model_type: str, generators: dict, tiny_model_dirs: dict
+) -> None:
     generator = generators[model_type]
-    question = PROMPTS[model_type]
+    question = PROMPTS[model_type][0]
     messages = [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "an earlier question"},
@@ -161,23 +172,38 @@ def test_an_encoder_decoder_chat_answers_the_last_user_message(model_type: str, 
         {"role": "user", "content": question},
     ]
     many = GenerationSettings(max_new_tokens=100, do_sample=False)  # more than either decoder writes
-    assert generator.chat(messages, many).text == generator.generate(question, many)
+    limit = generator.max_new_tokens_limit
+    assert generator.chat(messages, many).text == oracle_text(model_type, tiny_model_dirs[model_type], question, limit)
     with pytest.raises(LmforgeError, match="answers the last user message; none was given"):
         generator.chat(messages[:1], many)
 
 
 @pytest.mark.parametrize("model_type", ARCHITECTURES)
-def test_stream_writes_what_generate_and_chat_write(model_type: str, generators: dict) -> None:
-    generator = generators[model_type]
-    prompt = PROMPTS[model_type]
-    stream = generator.stream(prompt, GREEDY)
-    pieces = list(stream)
-    assert len(pieces) >= 1 and "".join(pieces) == generator.generate(prompt, GREEDY)
-    assert stream.completion is not None and stream.completion.text == "".join(pieces)
+def test_stream_writes_the_golden_text_and_the_oracles_chat(
+    model_type: str, generators: dict, tiny_model_dirs: dict
+) -> None:
+    generator, folder = generators[model_type], tiny_model_dirs[model_type]
+    counts = []
+    for prompt in PROMPTS[model_type]:
+        stream = generator.stream(prompt, GREEDY)
+        pieces = list(stream)
+        assert "".join(pieces) == golden_text(model_type, prompt)
+        assert stream.completion is not None and stream.completion.text == "".join(pieces)
+        assert stream.completion.completion_tokens == 8 and stream.completion.finish_reason == "length"
+        counts.append(len(pieces))
+    assert max(counts) >= 2  # in pieces as generated (the streamer cuts at spaces and new lines), not all at the end
+    prompt = PROMPTS[model_type][0]
     messages = [{"role": "user", "content": prompt}]
-    assert "".join(generator.stream(settings=GREEDY, messages=messages)) == generator.chat(messages, GREEDY).text
-    beams = GenerationSettings(max_new_tokens=6, do_sample=False, num_beams=2)  # beam search cannot stream
-    assert list(generator.stream(prompt, beams)) == [generator.generate(prompt, beams)]
+    chat = "".join(generator.stream(settings=GREEDY, messages=messages))
+    assert chat == oracle_chat_text(model_type, folder, messages, 8)
+    beams = GenerationSettings(max_new_tokens=8, do_sample=False, num_beams=2)  # beam search cannot stream
+    [whole] = list(generator.stream(prompt, beams))
+    if model_type in ("aksis", "char_transformer"):
+        model, tokenizer, _ = load_auto(model_type, folder)
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        assert whole == tokenizer.decode(oracle_beam_search(model, ids, 2, 8), skip_special_tokens=True)
+    else:
+        assert whole == generator.generate(prompt, beams)
 
 
 def test_a_cancelled_generation_stops_at_once(generators: dict) -> None:
@@ -188,19 +214,32 @@ def test_a_cancelled_generation_stops_at_once(generators: dict) -> None:
     completion = generators["aksis"].chat(messages, settings, cancel=cancel)
     assert completion.completion_tokens == 1 and completion.finish_reason == "stop"
     stream = generators["aksis"].stream("First Citizen:", settings)
-    for _ in stream:
-        break  # the reader leaves: the generation is stopped and its thread joined
-    assert stream.cancel.is_set() or stream.completion is not None
+    calls = []
+
+    def slow_after_the_first_token(module, args, output) -> None:  # a model slow enough to be left mid-generation
+        calls.append(1)
+        if len(calls) >= 2:
+            stream.cancel.wait(30)
+
+    handle = generators["aksis"].model.register_forward_hook(slow_after_the_first_token)
+    try:
+        for _ in stream:  # the golden model's first new token is a newline: a piece of its own
+            break  # the reader leaves: the generation is stopped and its thread joined
+    finally:
+        handle.remove()
+    assert stream.cancel.is_set()
+    assert stream.completion is not None and stream.completion.finish_reason == "stop"
+    assert stream.completion.completion_tokens <= 3
 
 
 def test_interpolate_decodes_from_the_mix_of_two_latent_vectors(generators: dict) -> None:
     generator = generators["latent_reasoner"]
     assert "interpolate" in generator.modes
-    assert generator.interpolate(LATENT_TEXT_A, LATENT_TEXT_B, 0.0, GREEDY) == generator.generate(
-        LATENT_TEXT_A, GREEDY
+    assert generator.interpolate(LATENT_TEXT_A, LATENT_TEXT_B, 0.0, GREEDY) == golden_text(
+        "latent_reasoner", LATENT_TEXT_A
     )
-    assert generator.interpolate(LATENT_TEXT_A, LATENT_TEXT_B, 1.0, GREEDY) == generator.generate(
-        LATENT_TEXT_B, GREEDY
+    assert generator.interpolate(LATENT_TEXT_A, LATENT_TEXT_B, 1.0, GREEDY) == golden_text(
+        "latent_reasoner", LATENT_TEXT_B
     )
     streamed = "".join(generator.stream(LATENT_TEXT_A, GREEDY, interpolate_with=LATENT_TEXT_B, alpha=0.5))
     assert streamed == generator.interpolate(LATENT_TEXT_A, LATENT_TEXT_B, 0.5, GREEDY)
@@ -245,8 +284,8 @@ def test_deprecated_generation_functions_still_work(generators: dict, tiny_model
     with pytest.warns(FutureWarning, match="load_model_and_tokenizer is deprecated"):
         model, tokenizer = generation.load_model_and_tokenizer(folder)
     with pytest.warns(FutureWarning, match="generate_text is deprecated"):
-        text = generation.generate_text(model, tokenizer, "All:", max_new_tokens=6, do_sample=False)
-    assert text == generators["aksis"].generate("All:", GREEDY)
+        text = generation.generate_text(model, tokenizer, "First Citizen:", max_new_tokens=8, do_sample=False)
+    assert text == golden_text("aksis", "First Citizen:")
     with pytest.warns(FutureWarning, match="read_model_type is deprecated"):
         assert generation.read_model_type(folder) == "aksis"
     with pytest.warns(FutureWarning, match="build_generation_config is deprecated"):
@@ -255,9 +294,9 @@ def test_deprecated_generation_functions_still_work(generators: dict, tiny_model
     reasoner = generators["latent_reasoner"]
     with pytest.warns(FutureWarning, match="generate_interpolated_text is deprecated"):
         mixed = generation.generate_interpolated_text(
-            reasoner.model, reasoner.processor, LATENT_TEXT_A, LATENT_TEXT_B, 1.0, max_new_tokens=6, do_sample=False
+            reasoner.model, reasoner.processor, LATENT_TEXT_A, LATENT_TEXT_B, 1.0, max_new_tokens=8, do_sample=False
         )
-    assert mixed == reasoner.generate(LATENT_TEXT_B, GREEDY)
+    assert mixed == golden_text("latent_reasoner", LATENT_TEXT_B)
 
 
 def test_deprecated_tokenizer_pair_is_the_processor(tiny_model_dirs: dict, tmp_path: Path) -> None:

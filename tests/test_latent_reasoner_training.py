@@ -5,13 +5,11 @@ here and saved to folders, so they load through the same `from_pretrained` paths
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from rouge_score import rouge_scorer
 from safetensors import safe_open
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, set_seed
@@ -25,6 +23,8 @@ from lmforge.models import LatentReasonerProcessor
 from lmforge.training import LmforgeTrainer, parse_recipe, run_training
 from lmforge.training.summarization import build_summarization
 
+from .models.contract import oracle_generate
+
 VOCABULARY = (
     "amanda tom ann bob hi hello how are you i am fine thanks see at the park tomorrow lunch meet will can we "
     "cinema tonight film ok sure great time what yes no bring cake party late sorry call me later job new "
@@ -34,7 +34,7 @@ WORDS = VOCABULARY.split()
 ENCODER_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 DECODER_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 MLP_PREFIXES = ("model.compression.", "model.middle.", "model.prefix_adapter.")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 DIALOGUES = [
     ("amanda: hi tom\ntom: hello amanda\namanda: see you at the park tomorrow\ntom: ok", "amanda will meet tom"),
@@ -306,17 +306,31 @@ def test_training_changes_only_the_mlps_and_reports_rouge_next_to_lead_3(
     for folder in (out, out / "checkpoint-3"):  # the two tokenizers are saved with every model
         assert (folder / "tokenizer.json").is_file() and (folder / "encoder_tokenizer" / "tokenizer.json").is_file()
 
-    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
-        assert 0.0 <= metrics[f"eval_{key}"] <= 100.0 and 0.0 < metrics[f"lead3_{key}"] <= 100.0
     assert metrics["eval_summaries"] == 6 and "eval_loss" in metrics
     saved = json.loads((out / "eval_results.json").read_text())
-    assert saved["lead3_rouge1"] == pytest.approx(metrics["lead3_rouge1"])
+    assert all(saved[key] == pytest.approx(value) for key, value in metrics.items() if key.endswith(ROUGE_KEYS))
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(row["lead3"] == lead_3(row["dialogue"]) for row in rows)
-    from lmforge.training.summarization import rouge_percent
-
-    scores = rouge_percent([row["summary"] for row in rows], [row["reference"] for row in rows])
-    assert scores["rouge1"] == pytest.approx(metrics["eval_rouge1"])
+    # Each summary is the saved model's greedy summary without repeated 3-grams (its generation_config), as the
+    # oracle writes it from the dialogue's first 48 encoder tokens, at most 12 new tokens (max_target_length).
+    model, processor = load_model_and_processor(out)
+    assert model.generation_config.no_repeat_ngram_size == 3
+    for row in rows:
+        ids = processor.encoder_tokenizer(row["dialogue"], truncation=True, max_length=48)["input_ids"]
+        new = oracle_generate(
+            model, ids, 12, eos_token_id=model.generation_config.eos_token_id, no_repeat_ngram_size=3
+        )
+        assert row["summary"] == processor.decode(new, skip_special_tokens=True).strip(), row["id"]
+    # The scores: the mean ROUGE F-measures (0-100, Porter stemming) of the summaries, computed here with rouge_score
+    # itself. (lmforge aggregates with rouge_score's BootstrapAggregator, whose "mid" is the median of resampled
+    # means: close to the mean, not equal to it, hence the tolerance.)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    for name, column in (("eval", "summary"), ("lead3", "lead3")):
+        scores = [scorer.score(row["reference"], row[column]) for row in rows]
+        for key in ROUGE_KEYS:
+            expected = 100 * sum(score[key].fmeasure for score in scores) / len(scores)
+            assert metrics[f"{name}_{key}"] == pytest.approx(expected, rel=0.03, abs=0.5), (name, key)
+    assert metrics["lead3_rouge1"] > 0  # LEAD-3 shares words with the reference summaries
 
 
 def test_building_from_a_saved_model(
@@ -339,13 +353,11 @@ def test_building_from_a_saved_model(
 # Generation and the command line
 
 
-def lmforge_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lmforge", *args], capture_output=True, text=True, env=ENV, timeout=300
-    )
+def test_cli_generate_and_interpolate(trained: tuple[Path, dict, dict], capsys: pytest.CaptureFixture[str]) -> None:
+    """`lmforge generate` on the trained folder writes the oracle's summary (greedy, no repeated 3-gram: the saved
+    generation_config), and with `--interpolate-with B --alpha 1` the summary of B (decoded from B's idea vector)."""
+    from lmforge.cli.main import main
 
-
-def test_cli_generate_and_interpolate(trained: tuple[Path, dict, dict]) -> None:
     out = trained[0]
     text_a, text_b = DIALOGUES[0][0], DIALOGUES[1][0]
     assert (out / "processor_config.json").is_file()  # the Trainer saved its processing_class, the processor
@@ -353,24 +365,22 @@ def test_cli_generate_and_interpolate(trained: tuple[Path, dict, dict]) -> None:
     assert isinstance(tokenizers, LatentReasonerProcessor)
     expected = {}
     for name, text in (("a", text_a), ("b", text_b)):
-        output = model.generate(**tokenizers(text, return_tensors="pt"), max_new_tokens=6)
-        expected[name] = tokenizers.decode(output[0], skip_special_tokens=True)
+        ids = tokenizers.encoder_tokenizer(text)["input_ids"]
+        new = oracle_generate(model, ids, 6, eos_token_id=model.generation_config.eos_token_id, no_repeat_ngram_size=3)
+        expected[name] = tokenizers.decode(new, skip_special_tokens=True).strip()
     assert expected["a"] != expected["b"]  # the summary depends on the dialogue
-    # alpha 0 decodes from the first text alone, alpha 1 from the second (in process)
+    # alpha 0 decodes from the first text alone, alpha 1 from the second (the inference layer)
     generator, six = TextGenerator(model, tokenizers), GenerationSettings(max_new_tokens=6)
     assert generator.interpolate(text_a, text_b, 0.0, six) == expected["a"]
     assert generator.interpolate(text_a, text_b, 1.0, six) == expected["b"]
 
-    # The command line, as a user runs it (greedy, as the saved generation_config says)
-    result = lmforge_cli("generate", "--model-path", str(out), "--prompt", text_a, "--max-new-tokens", "6")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == expected["a"]
-    result = lmforge_cli(
-        "generate", "--model-path", str(out), "--prompt", text_a, "--interpolate-with", text_b, "--alpha", "1",
-        "--max-new-tokens", "6",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == expected["b"]
+    # The command line
+    capsys.readouterr()
+    assert main(["generate", "--model-path", str(out), "--prompt", text_a, "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out == expected["a"] + "\n"
+    argv = ["generate", "--model-path", str(out), "--prompt", text_a, "--interpolate-with", text_b, "--alpha", "1"]
+    assert main([*argv, "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out == expected["b"] + "\n"
 
 
 def test_cli_sampling_and_interpolation_errors(

@@ -4,6 +4,7 @@ Every test trains with the real Trainer, saves and loads with PEFT's own functio
 """
 
 import json
+import math
 import textwrap
 from pathlib import Path
 
@@ -46,12 +47,22 @@ from lmforge.models import (
     LatentReasonerForConditionalGeneration,
 )
 from lmforge.studies.forgetting import evaluate_loss, load_study, parse_study
-from lmforge.studies.routing import AdapterRouter, RoutedAdapterModel
+from lmforge.studies.routing import AdapterRouter, RoutedAdapterModel, bag_of_tokens, router_features
 
 from .conftest import REPO_ROOT, TINY_AKSIS, python_without_lmforge
+from .saved_models import oracle_decode
 
 VOCAB = 60
 ARCHITECTURES = ["aksis", "char_transformer", "ae_llm", "latent_reasoner"]
+TINY_AE_LLM_STUDY = {
+    "embedding_size": 16,
+    "hidden_size": 32,
+    "latent_size": 32,
+    "intermediate_size": 32,
+    "max_position_embeddings": 32,
+    "memory_slots": 8,
+    "hyper_adapter_size": 16,
+}
 
 
 def tiny_model(model_type: str) -> torch.nn.Module:
@@ -166,8 +177,7 @@ def lora_run(request, tmp_path_factory) -> dict:
 def test_default_targets_registered_for_every_architecture():
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as mapping
 
-    assert lmforge.adapters is not None
-    assert set(LORA_TARGET_MODULES) == set(lmforge.models.MODEL_TYPES)
+    assert set(LORA_TARGET_MODULES) == set(PEFT_TASK_TYPES) == set(lmforge.models.MODEL_TYPES)
     for model_type, targets in LORA_TARGET_MODULES.items():
         assert mapping[model_type] == targets
 
@@ -376,6 +386,26 @@ def test_router_sends_each_task_to_its_adapter(tmp_path, aksis_tokenizer):
         RoutedAdapterModel(peft_model, AdapterRouter(TINY_AKSIS["hidden_size"], ["low", "missing"]))
 
 
+def test_router_reads_the_base_embeddings_whatever_adapter_is_active():
+    """An adapter may change the token embeddings (LoRA on them here): the router's features are the base model's, so
+    a row is routed the same way whichever adapter ran last."""
+    config = {"r": 4, "target_modules": ["embed_tokens", "qkv_proj"], "init_lora_weights": False}
+    peft_model = get_peft_model(tiny_model("aksis"), LoraConfig(task_type="CAUSAL_LM", **config), adapter_name="one")
+    peft_model.add_adapter("two", LoraConfig(task_type="CAUSAL_LM", **config))
+    ids = torch.tensor(toy_rows(n=4, seed=5)["input_ids"])
+    base_features = router_features(tiny_model("aksis"), ids, None, VOCAB)
+    for name in ("one", "two"):
+        peft_model.set_adapter(name)
+        with torch.no_grad():
+            assert not torch.allclose(
+                peft_model.get_input_embeddings()(ids), tiny_model("aksis").model.embed_tokens(ids)
+            )
+        torch.testing.assert_close(router_features(peft_model, ids, None, VOCAB), base_features)
+    # the bag of tokens: the share of each token among the real ones
+    bag = bag_of_tokens(torch.tensor([[5, 5, 7, 0]]), torch.tensor([[1, 1, 1, 0]]), 10)
+    torch.testing.assert_close(bag[0, [0, 5, 7]], torch.tensor([0.0, 2 / 3, 1 / 3]))
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # lmforge finetune, and loading an adapter folder like a model folder
 
@@ -421,7 +451,24 @@ def test_lmforge_finetune_trains_and_saves_only_the_adapter(tmp_path, trained_ak
     assert count_parameters(model)[0] == 0  # loaded for inference: nothing trainable
     capsys.readouterr()
     assert lmforge_main(["generate", "--model-path", str(out), "--prompt", "First", "--max-new-tokens", "5"]) == 0
-    assert capsys.readouterr().out.startswith("First")
+    ids = tokenizer("First", add_special_tokens=False)["input_ids"]
+    assert capsys.readouterr().out == "First" + oracle_decode(model.eval(), tokenizer, ids, 5, strip=False) + "\n"
+
+
+def test_lmforge_finetune_without_peft_trains_every_weight(tmp_path, tiny_model_dirs, tiny_text_file, capsys):
+    base = tiny_model_dirs["aksis"]
+    recipe_path = finetune_recipe(tmp_path, base, tiny_text_file)
+    recipe = yaml.safe_load(recipe_path.read_text())
+    del recipe["peft"]
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "full"
+    assert lmforge_main(["finetune", str(recipe_path), "--output-dir", str(out)]) == 0
+    assert "No peft section in the recipe: full fine-tuning (every weight trains)" in capsys.readouterr().err
+    files = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= files and "adapter_config.json" not in files
+    before, after = load_file(str(base / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert set(after) == set(before)
+    assert {name for name in before if not torch.equal(before[name], after[name])} == set(before)
 
 
 def test_lmforge_finetune_errors_are_one_line(tmp_path, trained_aksis_dir, tiny_text_file, capsys):
@@ -499,8 +546,13 @@ def test_forgetting_study_end_to_end(tmp_path, trained_aksis_dir, corpus_b):
     full, lora, routed = results
     assert lora["trainable_parameters"] < routed["trainable_parameters"] < full["trainable_parameters"]
     assert full["trainable_parameters"] == full["total_parameters"]
-    assert routed["routing_accuracy"] is not None and 0 <= routed["routing_accuracy"] <= 1
-    assert all(r["a_base_loss"] == full["a_base_loss"] and r["train_seconds"] >= 0 for r in results)
+    for key in ("routing_accuracy", "routing_accuracy_a", "routing_accuracy_b"):
+        assert 0 <= routed[key] <= 1 and full[key] is None and lora[key] is None
+    assert all(r["metric"] == "loss" and r["a_base_score"] == full["a_base_score"] for r in results)
+    assert all(r["train_seconds"] >= 0 for r in results)
+    # the metric is the mean token loss (the table shows its perplexity): A retained = perplexity before / after
+    assert full["a_retained"] == pytest.approx(math.exp(full["a_base_score"] - full["a_score"]))
+    assert full["share_of_full_b_gain"] in (1.0, None)
     assert (out / "toy" / "routed" / "routed" / "router.safetensors").is_file()
     assert (out / "routed-corpus_a" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "study").exists()  # --output-dir wins over the recipe's output_dir
@@ -509,6 +561,139 @@ def test_forgetting_study_end_to_end(tmp_path, trained_aksis_dir, corpus_b):
     section = (out / "forgetting.md").read_text()
     assert section.startswith("## Catastrophic forgetting") and "forgetting.png" in section and "routed" in section
     assert (out / "forgetting.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# Four articles of short question -> answer pairs, for the AE-LLM study: A learns the first, B the third; the second and
+# fourth are their held-out articles, and the last questions of the first and third are held-out router inputs.
+QA_ARTICLES = {
+    "Animals": [
+        ("which animal barks", "the dog"),
+        ("which animal purrs", "the cat"),
+        ("which animal neighs", "the horse"),
+        ("which animal moos", "the cow"),
+        ("which animal quacks", "the duck"),
+        ("which animal hisses", "the snake"),
+    ],
+    "Plants": [("what do plants need", "light"), ("what colour is grass", "green")],
+    "Cities": [
+        ("what is the capital of france", "paris"),
+        ("what is the capital of italy", "rome"),
+        ("what is the capital of spain", "madrid"),
+        ("what is the capital of japan", "tokyo"),
+        ("what is the capital of egypt", "cairo"),
+        ("what is the capital of peru", "lima"),
+    ],
+    "Rivers": [("which river flows through cairo", "the nile"), ("which river flows through paris", "the seine")],
+}
+
+
+@pytest.fixture(scope="module")
+def qa_corpus(tmp_path_factory) -> Path:
+    data = []
+    for title, pairs in QA_ARTICLES.items():
+        context = " ".join(f"{answer} is the answer." for _, answer in pairs)
+        qas = [
+            {"id": f"{title}-{i}", "question": f"{question}?", "answers": [{"text": answer, "answer_start": -1}]}
+            for i, (question, answer) in enumerate(pairs)
+        ]
+        data.append({"title": title, "paragraphs": [{"context": context, "qas": qas}]})
+    path = tmp_path_factory.mktemp("qa_corpus") / "qa.json"
+    path.write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")
+    return path
+
+
+def test_forgetting_study_on_a_question_answering_model(tmp_path, qa_corpus):
+    """AE-LLM: base trained in two phases on A, then full fine-tuning, LoRA and a routed mixture (LoRA plus a trained
+    copy of the decoder, modules_to_save) on B; the metric is exact match on the learned questions."""
+    tiny = {**TINY_AE_LLM_STUDY, "teacher_forcing_ratio": 1.0, "dropout": 0.0}
+    corpus = {"train_file": str(qa_corpus), "qa_input": "question"}
+    phase = {
+        "model_type": "ae_llm",
+        **corpus,
+        "articles": ["Animals", "Plants"],
+        "validation_articles": ["Plants"],
+        "max_train_samples": 4,
+        "max_source_length": 32,
+        "max_target_length": 8,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 2e-2,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "use_cpu": True,
+        "disable_tqdm": True,
+    }
+    recipe = {
+        "output_dir": str(tmp_path / "study"),
+        "base": [
+            {
+                **phase,
+                "training_phase": "autoencoder",
+                "tokenizer_vocab_size": 300,
+                "config_overrides": tiny,
+                "max_steps": 60,
+            },
+            {**phase, "training_phase": "finetune", "max_steps": 150},
+        ],
+        "finetune": {
+            "max_source_length": 32,
+            "max_target_length": 8,
+            "max_steps": 300,
+            "per_device_train_batch_size": 4,
+            "eval_strategy": "no",
+            "save_strategy": "no",
+            "use_cpu": True,
+            "disable_tqdm": True,
+        },
+        "methods": {
+            "full": {"learning_rate": 2e-2},
+            "lora-r4": {"learning_rate": 2e-2, "peft": {"r": 4}},
+            "routed": {
+                "learning_rate": 2e-2,
+                "peft": {"r": 4, "modules_to_save": ["model.decoder", "lm_head"]},
+                "router": {"max_steps": 30, "learning_rate": 5e-2},
+            },
+        },
+        "pairings": [
+            {
+                "name": "cities",
+                **corpus,
+                "articles": ["Cities", "Rivers"],
+                "validation_articles": ["Rivers"],
+                "max_train_samples": 4,
+            }
+        ],
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    study = load_study(path)
+    assert study.model_type == "ae_llm" and study.task == "question_answering"
+    assert study.corpus_a["articles"] == ["Animals", "Plants"] and study.corpus_a["max_train_samples"] == 4
+    assert lmforge_main(["forgetting", str(path)]) == 0
+
+    out = tmp_path / "study"
+    assert (out / "base-1-autoencoder" / "model.safetensors").is_file()
+    assert (out / "base-2-finetune" / "model.safetensors").is_file()
+    results = json.loads((out / "forgetting.json").read_text())
+    assert [r["method"] for r in results] == ["full", "lora-r4", "routed"]
+    full, lora, routed = results
+    for result in results:
+        assert result["metric"] == "exact_match"
+        for key in ("a_score", "b_score", "a_base_score", "b_base_score", "a_f1", "b_f1", "a_base_f1"):
+            value = result[key] if key in result else result["extra"][key]
+            assert 0 <= value <= 100, (key, value)
+    assert lora["trainable_parameters"] < routed["trainable_parameters"] < full["trainable_parameters"]
+    # The base knows A's 4 pairs and none of B's. Full fine-tuning learns B and forgets A; the routed mixture keeps A
+    # (the router sends A's questions to A's adapter) and learns B with its own copy of the decoder.
+    assert full["a_base_score"] == 100.0 and full["b_base_score"] == 0.0
+    assert full["b_score"] >= 50.0 and full["a_score"] <= 50.0
+    assert routed["a_retained"] >= 0.75 and routed["b_score"] >= 50.0
+    # the held-out router inputs are the 2 unlearned questions of each corpus's article: all sent the right way
+    assert routed["routing_accuracy_a"] == routed["routing_accuracy_b"] == 1.0
+    assert (out / "cities" / "routed" / "routed" / "cities" / "adapter_model.safetensors").is_file()
+    table = (out / "forgetting_table.md").read_text()
+    assert "A EM after" in table and "A / B F1 after" in table and "router right on held-out A / B" in table
+    section = (out / "forgetting.md").read_text()
+    assert "exact match" in section and "learned" in section
 
 
 @pytest.mark.parametrize(
@@ -525,7 +710,9 @@ def test_forgetting_study_end_to_end(tmp_path, trained_aksis_dir, corpus_b):
         ({"pairings": [{"name": "b", "colour": 1}]}, "unknown key 'colour'"),
         ({"pairings": [{"name": "b"}]}, "give corpus B"),
         ({"finetune": {"train_file": "b.txt"}}, "finetune must not set 'train_file'"),
-        ({"base": {"model_type": "ae_llm"}, "base_model_path": None}, "needs a causal language model"),
+        ({"base": {"model_type": "latent_reasoner"}, "base_model_path": None}, "or a question-answering model"),
+        ({"methods": {"x": {"peft": {"r": 2}, "router": {"features": "words"}}}}, "router.features must be"),
+        ({"base": []}, "base is an empty list"),
     ],
 )
 def test_forgetting_study_recipe_errors(change, words, tmp_path, corpus_b):

@@ -69,6 +69,64 @@ def test_quickstart_reads_the_shakespeare_recipe_from_the_package():
     assert read_recipe(path) == QUICKSTART_RECIPE
 
 
+def test_quickstart_trains_saves_and_writes_samples(tmp_path, capsys):
+    """`lmforge quickstart` end to end, on the embedded corpus, with --max-steps 2 and a tiny model on top of the
+    recipe: the model is saved and loads, and samples.json holds a seeded sample for each of the recipe's prompts,
+    the draw of the sampling oracle from the saved model (top-k 50, temperature 0.8, the recipe's seed)."""
+    from lmforge.cli.main import main
+    from lmforge.models import AksisForCausalLM
+
+    from .models.contract import oracle_sample
+
+    out = tmp_path / "quickstart"
+    tiny = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "max_position_embeddings": 64}  # fmt: skip
+    overrides = [item for key, value in tiny.items() for item in (f"--config_overrides.{key}", str(value))]
+    overrides += ["--tokenizer_vocab_size", "300", "--block_size", "32", "--max_train_samples", "64"]
+    overrides += ["--max_eval_samples", "4", "--per_device_train_batch_size", "2", "--sample_max_new_tokens", "5"]
+    code = main(["quickstart", "--output-dir", str(out), "--max-steps", "2", *overrides, "--disable_tqdm", "true"])
+    assert code == 0
+    eval_results = json.loads((out / "eval_results.json").read_text())
+    printed = capsys.readouterr().out
+    assert f"Saved to {out} (validation loss {eval_results['eval_loss']:.3f}, " in printed
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert isinstance(model, AksisForCausalLM) and model.config.hidden_size == 32
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert recipe["max_steps"] == 2 and recipe["block_size"] == 32 and recipe["sample_prompts"] == QUICKSTART_PROMPTS
+    samples = json.loads((out / "samples.json").read_text(encoding="utf-8"))
+    assert list(samples) == QUICKSTART_PROMPTS
+    for prompt, text in samples.items():
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        drawn = oracle_sample(model.eval(), ids, 5, seed=42, temperature=0.8, top_k=50, eos_token_id=3)
+        assert text == tokenizer.decode(drawn, skip_special_tokens=True), prompt
+
+
+QUICKSTART_PROMPTS = ["ROMEO:", "To be, or not to be"]
+
+
+def test_validation_file_and_max_train_samples(tmp_path, tiny_text_file):
+    """`validation_file`: the validation blocks come from that file, not from a split of the train file;
+    `max_train_samples`: the first N training blocks only."""
+    from lmforge.training.run import build_setup
+
+    validation = tmp_path / "validation.txt"
+    validation.write_text("Second Citizen:\nWould you proceed especially against Caius Marcius?\n" * 20)
+    recipe = tiny_recipe(tiny_text_file, tmp_path / "out", validation_file=str(validation), max_train_samples=3)
+    setup = build_setup(*parse_recipe(recipe))
+    assert setup.train_dataset.num_rows == 3
+    tokenizer = setup.tokenizer
+    validation_text = "".join(tokenizer.decode(row) for row in setup.eval_dataset["input_ids"])
+    assert "Second Citizen:" in validation_text and "First Citizen" not in validation_text
+    train_text = "".join(tokenizer.decode(row) for row in setup.train_dataset["input_ids"])
+    assert train_text and "Second Citizen" not in train_text
+    full = build_setup(*parse_recipe(tiny_recipe(tiny_text_file, tmp_path / "out", validation_file=str(validation))))
+    assert full.train_dataset.num_rows > 3  # the limit, not the file, made it 3
+    assert full.train_dataset["input_ids"][:3] == setup.train_dataset["input_ids"]  # the first three
+
+
 def test_pyproject_installs_the_recipes_as_package_data():
     tomllib = pytest.importorskip("tomllib")
     setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
@@ -222,9 +280,21 @@ def test_early_stopping_and_best_model(tmp_path, tiny_text_file):
         early_stopping_patience=1,
     )
     run_training(*parse_recipe(recipe))
-    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
-    assert state["global_step"] < 40
-    assert state["best_model_checkpoint"]
+    out = tmp_path / "out"
+    state = json.loads((out / "trainer_state.json").read_text())
+    evals = {entry["step"]: entry["eval_loss"] for entry in state["log_history"] if "eval_loss" in entry}
+    best_step = min(evals, key=evals.__getitem__)
+    # the best checkpoint is the one of the lowest validation loss, and training stopped at the first evaluation
+    # after it that did not improve (patience 1)
+    assert state["best_model_checkpoint"] == str(out / f"checkpoint-{best_step}")
+    assert state["best_metric"] == pytest.approx(evals[best_step])
+    assert state["global_step"] == best_step + 2 < 40
+    # load_best_model_at_end: the saved model is the best checkpoint's, not the last step's
+    final = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    best = AutoModelForCausalLM.from_pretrained(out / f"checkpoint-{best_step}").state_dict()
+    last = AutoModelForCausalLM.from_pretrained(out / f"checkpoint-{state['global_step']}").state_dict()
+    assert all(torch.equal(final[name], best[name]) for name in final)
+    assert not all(torch.equal(final[name], last[name]) for name in final)
 
 
 def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path, tiny_text_file):

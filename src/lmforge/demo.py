@@ -75,7 +75,8 @@ def page_settings(
         max_new_tokens=int(max_new_tokens),
         do_sample=True,
         temperature=float(temperature),
-        top_k=int(top_k) if top_k and top_k > 0 else None,
+        # 0, not None: generate() fills an unset top-k with transformers' default (50), and the page promises "off"
+        top_k=int(top_k) if top_k and top_k > 0 else 0,
         top_p=float(top_p) if top_p and top_p < 1.0 else None,
         seed=as_seed(seed),
     )

@@ -5,8 +5,9 @@ model breaks the contract. The module imports only torch, transformers and safet
 checks run twice per architecture:
 
 - in the test process, where `from_pretrained` resolves to the lmforge classes registered with the Auto classes;
-- in a fresh interpreter where `import lmforge` fails, on the folder loaded with `trust_remote_code=True` (the code
-  saved next to the weights), through `python contract.py FOLDER KIND` (`run_in_subprocess` below).
+- in an interpreter where `import lmforge` fails, on the folder loaded with `trust_remote_code=True` (the code
+  saved next to the weights): the session's one remote-code worker (tests/remote_worker.py, `run_in_subprocess`
+  below), shared by every architecture.
 
 The reference for generation is an independent oracle: a loop of plain full forward passes, no cache, no
 `generate()`. Everything `generate()` does (cached, static cache, compiled, batched with left padding, continued from
@@ -20,10 +21,6 @@ and `torch.compile(fullgraph=True)`, continuation from a returned cache, `inputs
 from __future__ import annotations
 
 import copy
-import json
-import os
-import subprocess
-import sys
 import traceback
 import warnings
 from collections.abc import Callable
@@ -46,7 +43,6 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 # transformers 5.24 renamed the cache field of outputs (and the cache argument) `past_key_values` -> `cache`.
 CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 INPUTS_FILE = "contract_inputs.safetensors"
-RESULT_MARKER = "CONTRACT-RESULTS "
 
 
 @dataclass
@@ -126,6 +122,126 @@ def oracle_greedy(
             sequence = torch.cat([sequence, next_token], dim=1)
         rows.append(sequence[0, row.shape[0] :])
     return torch.stack(rows)
+
+
+def decoder_start_token_id(model: PreTrainedModel) -> int:
+    """The token an encoder-decoder's decoder starts from: the generation config's, else the config's (LatentReasoner
+    resolves an unset one to its decoder's `bos_token_id`)."""
+    config = model.config
+    for candidate in (
+        getattr(model.generation_config, "decoder_start_token_id", None),
+        getattr(config, "resolved_decoder_start_token_id", None),
+        getattr(config, "decoder_start_token_id", None),
+    ):
+        if candidate is not None:
+            return int(candidate)
+    raise ValueError(f"{type(model).__name__} has no decoder start token")
+
+
+@torch.no_grad()
+def oracle_generate(
+    model: PreTrainedModel,
+    input_ids: Any,
+    max_new_tokens: int,
+    eos_token_id: int | list[int] | None = None,
+    margins: list[float] | None = None,
+    no_repeat_ngram_size: int = 0,
+    **model_kwargs: Any,
+) -> list[int]:
+    """The greedy new tokens for one prompt (a list of ids, no padding) by plain full forward passes: no cache, no
+    `generate()`. A decoder-only model runs over the prompt and the tokens so far; an encoder-decoder reads the prompt
+    with its encoder and runs over its decoder start token and the tokens so far. Stops after an end-of-sequence
+    token (kept, as `generate()` keeps it). `no_repeat_ngram_size` n > 0: a token that would repeat an n-gram of the
+    sequence (the decoder's, start token included) is never chosen. `margins`, when given, receives the gap between
+    the best and the second best logit at each step (how far the choice is from a tie)."""
+    prompt = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1)
+    eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or [])
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    sequence = torch.tensor([[decoder_start_token_id(model)]]) if seq2seq else prompt
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        if seq2seq:
+            out = model(
+                input_ids=prompt,
+                attention_mask=torch.ones_like(prompt),
+                decoder_input_ids=sequence,
+                use_cache=False,
+                **model_kwargs,
+            )
+        else:
+            out = model(input_ids=sequence, use_cache=False, **model_kwargs)
+        logits = out.logits[0, -1].float()  # (V,)
+        n = no_repeat_ngram_size
+        if n > 0 and sequence.shape[1] >= n:
+            tokens = sequence[0].tolist()
+            banned = [
+                tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tokens[i : i + n - 1] == tokens[-(n - 1) :]
+            ]
+            logits[banned] = float("-inf")
+        if margins is not None:
+            top = logits.topk(2).values
+            margins.append(float(top[0] - top[1]))
+        token = int(logits.argmax())
+        new.append(token)
+        sequence = torch.cat([sequence, torch.tensor([[token]])], dim=1)
+        if token in eos:
+            break
+    return new
+
+
+@torch.no_grad()
+def oracle_beam_search(model: PreTrainedModel, input_ids: Any, num_beams: int, new_tokens: int) -> list[int]:
+    """Beam search by plain full forward passes for a decoder-only model, with no end-of-sequence token: keep the
+    `num_beams` sequences of highest total log-probability, extend each by every token, keep the best `num_beams`
+    again; after `new_tokens` steps, the new tokens of the best (all beams have the same length, so no length
+    penalty can reorder them)."""
+    prompt = list(torch.as_tensor(input_ids).reshape(-1).tolist())
+    beams: list[tuple[float, list[int]]] = [(0.0, [])]
+    for _ in range(new_tokens):
+        candidates = []
+        for score, tokens in beams:
+            logits = model(input_ids=torch.tensor([prompt + tokens]), use_cache=False).logits[0, -1].float()
+            log_probs = torch.log_softmax(logits, dim=-1)
+            top = log_probs.topk(num_beams)
+            candidates += [(score + float(v), [*tokens, int(i)]) for v, i in zip(top.values, top.indices, strict=True)]
+        beams = sorted(candidates, key=lambda candidate: candidate[0], reverse=True)[:num_beams]
+    return beams[0][1]
+
+
+@torch.no_grad()
+def oracle_sample(
+    model: PreTrainedModel,
+    input_ids: Any,
+    new_tokens: int,
+    seed: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | None = None,
+) -> list[int]:
+    """Sampling by plain full forward passes for a decoder-only model: `torch` seeded with `seed`, then at each step
+    the last logits divided by `temperature`, cut to the `top_k` best and to the smallest set of best tokens whose
+    probability reaches `top_p` (the best token always stays), and one `torch.multinomial` draw from their softmax:
+    what a seeded sampling `generate()` must draw. Stops after `eos_token_id` (kept)."""
+    torch.manual_seed(seed)
+    sequence = list(torch.as_tensor(input_ids).reshape(-1).tolist())
+    new: list[int] = []
+    for _ in range(new_tokens):
+        logits = model(input_ids=torch.tensor([sequence]), use_cache=False).logits[0, -1].float() / temperature
+        if top_k:
+            kept = logits.topk(min(top_k, logits.shape[-1])).values[-1]
+            logits = logits.masked_fill(logits < kept, float("-inf"))
+        if top_p is not None and top_p < 1.0:
+            ascending, order = logits.sort()
+            drop = ascending.softmax(dim=-1).cumsum(dim=-1) <= 1.0 - top_p  # the least likely tokens, up to 1 - top_p
+            drop[-1] = False
+            logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+        token = int(torch.multinomial(logits.softmax(dim=-1), num_samples=1))
+        new.append(token)
+        sequence.append(token)
+        if token == eos_token_id:
+            break
+    return new
 
 
 def _unpadded_rows(case: Case) -> list[torch.Tensor]:
@@ -429,9 +545,7 @@ CAUSAL_CHECKS: dict[str, Callable[[Case], None]] = {
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Running the checks as remote code, in a fresh interpreter without lmforge
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# Running the checks as remote code, in an interpreter without lmforge
 
 
 def run_all(case: Case, checks: dict[str, Callable[[Case], None]]) -> dict[str, str]:
@@ -452,42 +566,8 @@ def run_in_subprocess(
 ) -> dict[str, str]:
     """Run the checks named by `checks` ("module:attribute", a dict of checks in a module of this test package that
     needs no lmforge) on `folder` loaded with `trust_remote_code=True`, in an interpreter where `import lmforge`
-    fails (as on a machine without lmforge). Returns the results by check name."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
-    code = (
-        "import sys; sys.modules['lmforge'] = None; "
-        f"sys.path.insert(0, {str(REPO_ROOT)!r}); "
-        "from tests.models.contract import main; main(sys.argv[1:])"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(folder), kind, checks],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    for line in result.stdout.splitlines():
-        if line.startswith(RESULT_MARKER):
-            return dict(json.loads(line[len(RESULT_MARKER) :]))
-    raise RuntimeError(f"the remote-code checks did not report (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    fails (as on a machine without lmforge): the session's shared remote-code worker. Returns the results by check
+    name ("ok" or the traceback)."""
+    from tests.remote_worker import run_checks
 
-
-def main(argv: list[str]) -> None:
-    """`FOLDER KIND MODULE:ATTRIBUTE`: run the checks on the folder as remote code and print the results as JSON."""
-    import importlib
-
-    torch.set_num_threads(1)
-    try:
-        import lmforge  # noqa: F401
-
-        raise SystemExit("lmforge must not be importable in the remote-code run")
-    except ImportError:
-        pass
-    folder, kind, target = argv
-    module_name, attribute = target.split(":")
-    checks = getattr(importlib.import_module(module_name), attribute)
-    case = Case(Path(folder), kind, trust_remote_code=True)
-    probe = case.load()
-    assert type(probe).__module__.startswith("transformers_modules"), type(probe).__module__
-    print(RESULT_MARKER + json.dumps(run_all(case, checks)), flush=True)
+    return run_checks(folder, kind, checks, timeout=timeout)

@@ -11,6 +11,11 @@ then plain full forward passes of the decoder over the whole decoder prefix (`us
 
 Groups that do not apply to a GRU model are checked for the documented behaviour: attentions (none: the fields stay
 None) and the static cache (refused with a clear error; the GRU state is already fixed in size).
+
+The same checks cover the additions to the seed's design when the folder's config turns them on: with
+`decoder_attention` the decoder's attention over the encoder states is returned as `cross_attentions`, with
+`bidirectional_encoder` the encoder states are twice as wide, and with `copy_head` the head's logits are the log of the
+pointer-generator mixture, computed here from the base model's outputs by the documented formula.
 """
 
 from __future__ import annotations
@@ -76,6 +81,39 @@ def _oracle_rows(model: PreTrainedModel, case: Case, new_tokens: int) -> list[to
     return [oracle_seq2seq_greedy(model, row.unsqueeze(0), new_tokens)[0] for row in _unpadded_rows(case)]
 
 
+def _encoder_width(config: Any) -> int:
+    """D, the width of the encoder's GRU outputs: hidden_size, twice that with `bidirectional_encoder`."""
+    return config.hidden_size * (2 if getattr(config, "bidirectional_encoder", False) else 1)
+
+
+def _attends(config: Any) -> bool:
+    return bool(getattr(config, "decoder_attention", False))
+
+
+def _expected_logits(head: PreTrainedModel, out: Any) -> torch.Tensor:
+    """The head's logits from the base model's output: `lm_head(last_hidden_state)`, or with `copy_head` the log of
+    copy_gate * softmax(lm_head(h)) + (1 - copy_gate) * (copy_attention summed per source token)."""
+    logits = head.lm_head(out.last_hidden_state)
+    if not getattr(head.config, "copy_head", False):
+        return logits
+    vocab = torch.softmax(logits.float(), dim=-1)
+    copied = torch.zeros_like(vocab)
+    for row in range(vocab.shape[0]):
+        for position, token in enumerate(out.source_ids[row].tolist()):
+            copied[row, :, token] += out.copy_attention[row, :, position]
+    gate = out.copy_gate
+    return torch.log((gate * vocab + (1 - gate) * copied).clamp(min=1e-12))
+
+
+def _assert_attention_weights(weights: torch.Tensor, mask: torch.Tensor, where: str) -> None:
+    """(B, 1, T, S) attention over the encoder: a distribution over the real input tokens of each row."""
+    assert weights.dim() == 4 and weights.shape[1] == 1 and weights.shape[-1] == mask.shape[1], (where, weights.shape)
+    torch.testing.assert_close(weights.sum(-1), torch.ones_like(weights.sum(-1)), msg=where)
+    padded = (mask == 0)[:, None, None, :].expand_as(weights)
+    if padded.any():
+        assert weights[padded].abs().max() == 0, f"{where}: weight on padding"
+
+
 def _assert_oracle(model: PreTrainedModel, case: Case, sequences: torch.Tensor, new: int, what: str) -> None:
     for row, want in enumerate(_oracle_rows(model, case, new)):
         got = sequences[row, -new:]
@@ -88,8 +126,8 @@ def _assert_oracle(model: PreTrainedModel, case: Case, sequences: torch.Tensor, 
 
 def seq2seq_base_model(case: Case) -> None:
     """The folder names both classes in `auto_map`; `AutoModel` gives the bare encoder-decoder, whose
-    `last_hidden_state` through the head's `lm_head` gives the head's logits; the head delegates its encoder and
-    decoder to it."""
+    `last_hidden_state` through the head's `lm_head` gives the head's logits (with `copy_head`, mixed with the copy
+    distribution by the documented formula); the head delegates its encoder and decoder to it."""
     auto_map = json.loads((Path(case.folder) / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModel"].endswith(".AELLMModel"), auto_map
     assert auto_map["AutoModelForSeq2SeqLM"].endswith(".AELLMForConditionalGeneration"), auto_map
@@ -106,7 +144,9 @@ def seq2seq_base_model(case: Case) -> None:
     config = base.config
     assert out.last_hidden_state.shape == (*decoder_input_ids.shape, config.hidden_size)
     assert out.encoder_last_hidden_state.shape == (ids.shape[0], 1, config.latent_size)
-    torch.testing.assert_close(head.lm_head(out.last_hidden_state), logits)
+    torch.testing.assert_close(_expected_logits(head, out), logits)
+    if getattr(config, "copy_head", False):  # a distribution: its probabilities add up to 1 at every step
+        torch.testing.assert_close(logits.exp().sum(-1), torch.ones(logits.shape[:2]))
 
 
 def seq2seq_hidden_states(case: Case) -> None:
@@ -118,6 +158,7 @@ def seq2seq_hidden_states(case: Case) -> None:
     base = case.load(head=False)
     config = base.config
     layers, emb, hidden = config.num_hidden_layers, config.embedding_size, config.hidden_size
+    width = _encoder_width(config)
     decoder_input_ids = _decoder_input_ids(config, ids.shape[0])
     out = base(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_input_ids, output_hidden_states=True)
     assert out.encoder_hidden_states is not None and out.decoder_hidden_states is not None
@@ -126,7 +167,7 @@ def seq2seq_hidden_states(case: Case) -> None:
     torch.testing.assert_close(out.encoder_hidden_states[0], base.get_input_embeddings()(ids))
     padded = ~mask.bool()
     for state in out.encoder_hidden_states[1:]:
-        assert state.shape == (*ids.shape, hidden), state.shape
+        assert state.shape == (*ids.shape, width), state.shape
         assert state[padded].abs().max() == 0, "padded positions must hold zeros"
         assert state[~padded].abs().sum() > 0
     assert out.decoder_hidden_states[0].shape == (*decoder_input_ids.shape, emb)
@@ -152,21 +193,42 @@ def seq2seq_hidden_states(case: Case) -> None:
 
 
 def seq2seq_attentions(case: Case) -> None:
-    """Does not apply, a GRU has no attention: `output_attentions=True` (argument or config) is accepted, changes
-    nothing and leaves the encoder, decoder and cross attentions None."""
+    """The GRUs have no attention: `output_attentions=True` (argument or config) is accepted, changes nothing and
+    leaves the encoder and decoder attentions None. The cross attentions too, unless `decoder_attention` is on: then
+    they hold one (B, 1, T, S) tensor, a distribution over each row's real input tokens, opt-in, the same whether
+    asked by argument or config, and the same in the scheduled-sampling training path."""
     ids, mask = case.input_ids, case.attention_mask
     for head in (True, False):
         model = case.load(head=head)
         decoder_input_ids = _decoder_input_ids(model.config, ids.shape[0])
         kwargs = {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": decoder_input_ids}
         out = model(**kwargs, output_attentions=True)
-        for name in ("encoder_attentions", "decoder_attentions", "cross_attentions"):
+        for name in ("encoder_attentions", "decoder_attentions"):
             assert getattr(out, name) is None, name
+        if _attends(model.config):
+            assert len(out.cross_attentions) == 1
+            _assert_attention_weights(out.cross_attentions[0], mask, "cross_attentions")
+            assert out.cross_attentions[0].shape[2] == decoder_input_ids.shape[1]
+            assert model(**kwargs).cross_attentions is None, "attentions must be opt-in"
+        else:
+            assert out.cross_attentions is None
         model.config.output_attentions = True
         again = model(**kwargs)
         assert again.decoder_attentions is None
+        if _attends(model.config):
+            torch.testing.assert_close(again.cross_attentions[0], out.cross_attentions[0])
         torch.testing.assert_close(again[0], model(**kwargs, output_attentions=False)[0])
         torch.testing.assert_close(again[0], out[0])
+    model = case.load()
+    if _attends(model.config):  # the step-by-step training path returns the same weights as the parallel one
+        model.config.teacher_forcing_ratio = 0.999999
+        labels = _labels(case)
+        with torch.no_grad():
+            parallel = model(input_ids=ids, attention_mask=mask, labels=labels, output_attentions=True)
+            torch.manual_seed(0)
+            stepwise = model.train()(input_ids=ids, attention_mask=mask, labels=labels, output_attentions=True)
+        torch.testing.assert_close(stepwise.cross_attentions[0], parallel.cross_attentions[0])
+        torch.testing.assert_close(stepwise.logits, parallel.logits)
 
 
 def seq2seq_tuple_outputs(case: Case) -> None:
@@ -189,6 +251,9 @@ def seq2seq_tuple_outputs(case: Case) -> None:
     encoded = model.get_encoder()(input_ids=ids, attention_mask=mask, return_dict=False)
     assert isinstance(encoded, tuple)
     torch.testing.assert_close(encoded[0], as_dict.encoder_last_hidden_state)
+    # the encoder's tuple goes back in as encoder_outputs, for the same logits
+    from_tuple = model(encoder_outputs=encoded, attention_mask=mask, labels=labels)
+    torch.testing.assert_close(from_tuple.logits, as_dict.logits)
     model.config.return_dict = False
     assert isinstance(model(input_ids=ids, attention_mask=mask, labels=labels), tuple)
 
@@ -233,7 +298,7 @@ def seq2seq_generate_dict_outputs(case: Case) -> None:
         assert len(out.encoder_hidden_states) == layers + 1, name
         assert out.encoder_hidden_states[0].shape == (batch, prompt, config.embedding_size), name
         for state in out.encoder_hidden_states[1:]:
-            assert state.shape == (batch, prompt, config.hidden_size), name
+            assert state.shape == (batch, prompt, _encoder_width(config)), name
         assert len(out.decoder_hidden_states) == new, name
         for step in out.decoder_hidden_states:
             assert len(step) == layers + 1, name
@@ -241,7 +306,14 @@ def seq2seq_generate_dict_outputs(case: Case) -> None:
             assert all(state.shape == (beams, 1, config.hidden_size) for state in step[1:]), name
         assert out.encoder_attentions is None, name
         assert all(step is None for step in out.decoder_attentions or ()), name
-        assert all(step is None for step in out.cross_attentions or ()), name
+        if _attends(config):  # per step, the attention of each beam over its row's input
+            assert len(out.cross_attentions) == new, name
+            row_mask = mask.repeat_interleave(beams // batch, dim=0)
+            for step in out.cross_attentions:
+                assert len(step) == 1 and step[0].shape == (beams, 1, 1, prompt), name
+                _assert_attention_weights(step[0], row_mask, name)
+        else:
+            assert all(step is None for step in out.cross_attentions or ()), name
         cache = _get_cache(out)
         assert cache is not None and cache.get_seq_length() == new, name
         if "num_beams" in settings:
