@@ -9,7 +9,10 @@
     lmforge evaluate --model-path DIR --input-file FILE
     lmforge push --model-path DIR --repo-id USER/NAME [--dry-run] [--space USER/NAME]   (see cli/share.py)
     lmforge serve --model-path DIR [--port 8000]     an OpenAI-compatible API
-    lmforge demo --model-path DIR                    a web page (gradio)
+    lmforge demo --model-path DIR                    a web page (gradio), with a side-by-side judging tab
+    lmforge sampling-study DIR                       decoding strategies compared    (see cli/research.py)
+    lmforge eval-report FEEDBACK.jsonl               win rates of the side-by-side judgements
+    lmforge sft RECIPE.yaml / lmforge dpo RECIPE.yaml   chat tuning / learning from feedback (TRL)
 
 Every error the user can fix is printed as one line starting with `error:`, with exit code 1.
 
@@ -26,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import LmforgeError
+from .research import RECIPE_COMMANDS, add_research_commands
 from .share import add_share_commands
 
 if TYPE_CHECKING:
@@ -119,6 +123,12 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     recipe_path = _recipe_path(extra)
     if recipe_path is None and not args.input_file:
         raise LmforgeError("give a recipe (lmforge train RECIPE.yaml) or --input-file FILE")
+    if recipe_path is not None:  # a recipe with an `objective` (sft, dpo) runs TRL's trainer for it
+        from ..training.objectives import objective_of, run_objective
+
+        if objective_of(recipe_path, extra) is not None:
+            run_objective(recipe_path, extra, {"output_dir": args.output_dir})
+            return 0
     settings = {
         "model_type": args.model,
         "train_file": args.input_file,
@@ -286,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_evaluate)
 
     add_share_commands(sub, _positive_int)
+    add_research_commands(sub, _positive_int)
     return parser
 
 
@@ -295,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if extra and args.command not in ("train", "finetune", "forgetting", "quickstart"):
+    if extra and args.command not in ("train", "finetune", "forgetting", "quickstart", *RECIPE_COMMANDS):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if isinstance(getattr(args, "seed", None), str):  # `--seed "start text"`: the start text, not a seed
         if args.prompt:

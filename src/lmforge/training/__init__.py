@@ -25,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: train.py RECIPE.yaml [--key value ...]   (keys: any recipe key; see recipes/)")
         return 0 if argv else 2
     try:
-        run_training(*load_recipe(argv[0], argv[1:]))
+        from .objectives import objective_of, run_objective
+
+        if objective_of(argv[0], argv[1:]) is not None:  # `objective: sft` / `dpo`: TRL's trainer (objectives.py)
+            run_objective(argv[0], argv[1:])
+        else:
+            run_training(*load_recipe(argv[0], argv[1:]))
     except LmforgeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

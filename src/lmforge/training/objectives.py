@@ -1,0 +1,94 @@
+"""Recipes of TRL objectives: `objective: sft` (chat tuning, `chat.py`) and `objective: dpo` (learning from
+preferences, `preference.py`), beside the plain recipes of the model's own training task (`recipe.py`).
+
+A recipe with an `objective` key goes to TRL's trainer for it; one without goes to `run_training` as before. Both run
+through the same entry points: `lmforge train RECIPE.yaml`, `accelerate launch recipes/train.py RECIPE.yaml` (the
+accelerate path: TRL's trainers are HF Trainers) and the objective's own command (`lmforge sft` / `lmforge dpo`). The
+recipe is read and overridden (`--key value`) like any other; its keys are those of `ModelArguments`, the objective's
+data arguments and TRL's config (`SFTConfig` / `DPOConfig`), and an unknown key is one sentence naming it.
+"""
+
+import difflib
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from transformers import HfArgumentParser
+
+from ..errors import LmforgeError
+from .recipe import _accepts, _fields, apply_overrides, read_recipe, resolve_model_type
+
+OBJECTIVES = ("sft", "dpo")
+
+
+def require_trl() -> None:
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        raise LmforgeError('chat tuning and DPO need TRL: pip install "lmforge[feedback]"') from None
+
+
+def parse_objective_recipe(recipe: Mapping[str, Any], classes: tuple[type, ...], source: str) -> tuple[Any, ...]:
+    """Check the keys and types of `recipe` against `classes` and parse it into them (`HfArgumentParser`)."""
+    recipe = {key: value for key, value in recipe.items() if key != "objective"}
+    fields = _fields(classes)
+    for key, value in recipe.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise LmforgeError(f"{source}: unknown key '{key}'{hint}")
+        if not _accepts(fields[key], value):
+            expected = getattr(fields[key], "__name__", str(fields[key]))
+            raise LmforgeError(
+                f"{source}: '{key}' has the wrong type ({type(value).__name__} {value!r}); expected {expected}"
+            )
+    if not recipe.get("model_name_or_path"):
+        raise LmforgeError(f"{source}: set model_name_or_path (or --model-path): the saved model to tune")
+    recipe["model_type"] = resolve_model_type(recipe, source)
+    try:
+        return tuple(HfArgumentParser(classes).parse_dict(recipe, allow_extra_keys=False))  # type: ignore[arg-type]
+    except (ValueError, TypeError) as err:
+        raise LmforgeError(f"{source}: {str(err).splitlines()[0]}") from None
+
+
+def recipe_objective(recipe: Mapping[str, Any], source: str) -> str | None:
+    objective = recipe.get("objective")
+    if objective is not None and objective not in OBJECTIVES:
+        raise LmforgeError(f"{source}: objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    return typing.cast(str | None, objective)
+
+
+def objective_of(path: str | Path, overrides: list[str] | None = None) -> str | None:
+    """The objective the recipe at `path` names (after the `--key value` overrides), None for a plain recipe."""
+    return recipe_objective(apply_overrides(read_recipe(path), overrides or []), f"recipe {path}")
+
+
+def run_objective(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    objective: str | None = None,
+) -> dict[str, float] | None:
+    """Run the recipe at `path` with its TRL objective (or `objective`, which the recipe must not contradict);
+    None when it names none (a plain recipe: the caller runs it with `run_training`)."""
+    source = f"recipe {path}"
+    recipe = read_recipe(path)
+    recipe.update({key: value for key, value in (settings or {}).items() if value is not None})
+    recipe = apply_overrides(recipe, overrides or [])
+    named = recipe_objective(recipe, source)
+    if objective is not None and named not in (None, objective):
+        raise LmforgeError(f"{source} is a recipe of objective {named}, not {objective}")
+    chosen = objective or named
+    if chosen is None:
+        return None
+    require_trl()
+    runner: Callable[[dict[str, Any], str], dict[str, float]]
+    if chosen == "sft":
+        from .chat import run_sft as runner
+    else:
+        from .preference import run_dpo as runner
+    return runner(recipe, source)
+
+
+__all__ = ["OBJECTIVES", "objective_of", "parse_objective_recipe", "recipe_objective", "require_trl", "run_objective"]
