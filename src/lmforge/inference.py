@@ -43,7 +43,14 @@ from typing import Any, overload
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
 
 from .errors import LmforgeError
 from .loading import load_model_and_processor
@@ -59,6 +66,8 @@ PLAIN_CHAT_TEMPLATE = (
 )
 # Options that only apply when sampling (left out when do_sample is False, so generate() does not warn about them).
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p")
+# Settings that are not `GenerationConfig` fields: the seed, and OpenAI's penalties (`OpenAIPenalties`).
+NOT_GENERATION_CONFIG = ("seed", "presence_penalty", "frequency_penalty")
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,8 @@ class GenerationSettings:
     num_beams: int | None = None
     repetition_penalty: float | None = None
     seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens <= 0:
@@ -87,7 +98,7 @@ class GenerationSettings:
         options = {
             field.name: getattr(self, field.name)
             for field in dataclasses.fields(self)
-            if field.name != "seed" and getattr(self, field.name) is not None
+            if field.name not in NOT_GENERATION_CONFIG and getattr(self, field.name) is not None
         }
         if options.get("do_sample") is False:
             for key in SAMPLING_OPTIONS:
@@ -104,6 +115,31 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    logprobs: "list[TokenLogprob] | None" = None
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token's text and log-probability under the model (a log-softmax of its raw logits, before
+    temperature, top-p or penalties), with the `top` most likely tokens at that step."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+
+
+@dataclass
+class BatchRequest:
+    """One row of a shared `generate()` call (`TextGenerator.run_batch`): an encoded prompt (one row, from `encode`
+    or `encode_chat`), the strings that end it (the text is cut before the first one), how many top log-probabilities
+    to return per token (None: none), an event that stops it, and a callback that receives its new text as it
+    comes."""
+
+    encoded: "Encoded"
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None
+    cancel: threading.Event | None = None
+    on_text: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -182,6 +218,88 @@ class TextStream:
             thread.join()
         if errors:
             raise errors[0]
+
+
+class OpenAIPenalties(LogitsProcessor):
+    """OpenAI's `presence_penalty` / `frequency_penalty`: each token's logit is lowered by `frequency` times the number
+    of times it was generated so far plus `presence` if it was generated at all (the new tokens only, not the
+    prompt). `start` is where the new tokens begin in `input_ids` (the same column for every row of a batch)."""
+
+    def __init__(self, presence: float, frequency: float, start: int) -> None:
+        self.presence = presence
+        self.frequency = frequency
+        self.start = start
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> Any:
+        new = input_ids[:, self.start :]
+        if new.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, new, torch.ones(new.shape, dtype=scores.dtype))
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
+class RowProgress:
+    """What one row of a shared `generate()` has written: it decides when the row is done (end-of-sequence, its own
+    `max_new_tokens`, a stop string, its cancel event) and sends its new text to `on_text` as it comes. Text that could
+    still become a stop string, an unfinished UTF-8 character, or (for a stripped answer) trailing whitespace is held
+    back until the next token settles it."""
+
+    def __init__(self, request: BatchRequest, decode: Callable[[list[int]], str], eos: set[int], strip: bool) -> None:
+        self.request = request
+        self.decode = decode
+        self.eos = eos
+        self.strip = strip
+        self.ids: list[int] = []
+        self.text = ""
+        self.done = False
+        self.finish_reason = "length"
+        self.sent = ""
+        self.hold = max((len(stop) for stop in request.stop), default=1) - 1
+
+    def step(self, row: list[int]) -> bool:
+        """Take the row's new ids so far; True once the row is done."""
+        if self.done:
+            return True
+        self.ids = row
+        if row and row[-1] in self.eos:
+            self.done, self.finish_reason = True, "stop"
+        text = self.decode([token for token in row if token not in self.eos])
+        text = text.lstrip() if self.strip else text
+        cuts = [index for index in (text.find(stop) for stop in self.request.stop if stop) if index >= 0]
+        if cuts:
+            text, self.done, self.finish_reason = text[: min(cuts)], True, "stop"
+        elif not self.done and len(row) >= self.request.encoded.max_new_tokens:
+            self.done = True
+        elif not self.done and self.request.cancel is not None and self.request.cancel.is_set():
+            self.done, self.finish_reason = True, "stop"
+        self.text = text.rstrip() if self.done and self.strip else text
+        self._send()
+        return self.done
+
+    def _send(self) -> None:
+        if self.request.on_text is None:
+            return
+        ready = self.text
+        if not self.done:
+            ready = ready[: len(ready) - self.hold] if self.hold else ready
+            ready = ready.rstrip("\ufffd")
+            ready = ready.rstrip() if self.strip else ready
+        if ready.startswith(self.sent) and len(ready) > len(self.sent):
+            self.request.on_text(ready[len(self.sent) :])
+            self.sent = ready
+
+
+class RowStops(StoppingCriteria):
+    """The per-row stopping rules of a shared `generate()` (`RowProgress.step` for each row, every step)."""
+
+    def __init__(self, rows: list[RowProgress], start: int) -> None:
+        self.rows = rows
+        self.start = start
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
+        new = input_ids[:, self.start :].tolist()
+        done = [row.step(ids) for row, ids in zip(self.rows, new, strict=True)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def generation_config(model: Any, options: dict[str, Any]) -> GenerationConfig:
@@ -270,6 +388,16 @@ class TextGenerator:
                 raise LmforgeError("give a prompt: the tokenizer has no end-of-text token to start from")
             ids = [start]
         return Encoded(self._causal_inputs(self._keep_end(ids, max_new_tokens)), max_new_tokens, len(ids))
+
+    def encode_completion(self, prompt: str, max_new_tokens: int) -> Encoded:
+        """`encode` for one prompt, with a chat's rule for the room (the server's completions): a decoder's
+        continuation gets the room the prompt leaves in the context, at least half of it (or what was asked, if less),
+        and a longer prompt keeps its end."""
+        if self.prompt_style == "continue" and self.context is not None:
+            length = len(self.processor(prompt, add_special_tokens=False)["input_ids"]) or 1
+            room = self.context - length
+            max_new_tokens = max(1, min(max_new_tokens, max(room, self.context // 2), self.context - 1))
+        return self.encode([prompt], max_new_tokens)
 
     def _keep_end(self, ids: list[int], max_new_tokens: int) -> list[int]:
         limits = [self.context - max_new_tokens] if self.context is not None else []
@@ -416,6 +544,86 @@ class TextGenerator:
             completions.append(Completion(text, encoded.prompt_tokens, len(new), finish))
         return completions
 
+    def collate(self, encoded: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+        """One batch from single-row encoded prompts: a decoder's rows padded on the left (so that every row's new
+        tokens follow its own prompt), an encoder's on the right; padding is masked out."""
+        pad = self.processor.pad_token_id
+        pad = pad if pad is not None else self.processor.eos_token_id
+        width = max(int(item.inputs["input_ids"].shape[1]) for item in encoded)
+        ids, masks = [], []
+        for item in encoded:
+            row, mask = item.inputs["input_ids"][0], item.inputs["attention_mask"][0]
+            fill = width - row.shape[0]
+            pad_ids = torch.full((fill,), pad, dtype=row.dtype)
+            zeros = torch.zeros(fill, dtype=mask.dtype)
+            left = self.prompt_style == "continue"
+            ids.append(torch.cat([pad_ids, row] if left else [row, pad_ids]))
+            masks.append(torch.cat([zeros, mask] if left else [mask, zeros]))
+        return {"input_ids": torch.stack(ids), "attention_mask": torch.stack(masks)}
+
+    def run_batch(self, requests: Sequence[BatchRequest], settings: GenerationSettings) -> list[Completion]:
+        """One `generate()` call for several prompts that share `settings` (the server's batches): each row stops on
+        its own (`RowProgress`), streams its own text, and gets its own `Completion`, with log-probabilities when
+        asked. `settings.max_new_tokens` is ignored: each row has its own, from its encoding. A decoder's rows must
+        fit the context together: the longest prompt plus the most new tokens asked."""
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        inputs = {
+            key: value.to(self.model.device) for key, value in self.collate([r.encoded for r in requests]).items()
+        }
+        max_new_tokens = max(request.encoded.max_new_tokens for request in requests)
+        config = self.generation_config(settings, max_new_tokens)
+        start = inputs["input_ids"].shape[1] if self.prompt_style == "continue" else 1
+        eos = set(config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id])
+
+        def decode(ids: list[int]) -> str:
+            return str(self.processor.decode(ids, skip_special_tokens=True))
+
+        rows = [RowProgress(request, decode, eos, self.prompt_style == "answer") for request in requests]
+        processors = LogitsProcessorList()
+        if settings.presence_penalty or settings.frequency_penalty:
+            processors.append(
+                OpenAIPenalties(settings.presence_penalty or 0.0, settings.frequency_penalty or 0.0, start)
+            )
+        scored = any(request.logprobs is not None for request in requests)
+        config.return_dict_in_generate = config.output_logits = scored
+        generate: Any = self.model.generate
+        with torch.no_grad():
+            output = generate(
+                **inputs,
+                generation_config=config,
+                stopping_criteria=StoppingCriteriaList([RowStops(rows, start)]),
+                logits_processor=processors,
+            )
+        prompt_tokens = [request.encoded.prompt_tokens for request in requests]
+        completions = []
+        for index, row in enumerate(rows):
+            logprobs = None
+            if row.request.logprobs is not None:
+                logprobs = self._logprobs(output.logits, index, row, row.request.logprobs)
+            completions.append(
+                Completion(row.text, prompt_tokens[index], len(row.ids), row.finish_reason, logprobs=logprobs)
+            )
+        return completions
+
+    def _logprobs(self, logits: Sequence[torch.Tensor], index: int, row: RowProgress, top: int) -> list[TokenLogprob]:
+        """The log-softmax of the raw logits of each token of `row` that its text keeps, and the `top` best."""
+        kept: list[TokenLogprob] = []
+        for step, token in enumerate(row.ids):
+            if len(row.decode(row.ids[:step]).lstrip() if row.strip else row.decode(row.ids[:step])) >= len(row.text):
+                break
+            scores = torch.log_softmax(logits[step][index].float(), dim=-1)
+            best = torch.topk(scores, top) if top else None
+            alternatives = [] if best is None else list(zip(best.indices.tolist(), best.values.tolist(), strict=True))
+            kept.append(
+                TokenLogprob(
+                    token=row.decode([token]),
+                    logprob=float(scores[token]),
+                    top=[(row.decode([alt]), value) for alt, value in alternatives],
+                )
+            )
+        return kept
+
     @overload
     def generate(
         self, prompt: str, settings: GenerationSettings | None = None, *, streamer: Any = None, **model_kwargs: Any
@@ -513,11 +721,16 @@ class TextGenerator:
 
 __all__ = [
     "PLAIN_CHAT_TEMPLATE",
+    "BatchRequest",
     "CancelledCriteria",
     "Completion",
     "Encoded",
     "GenerationSettings",
+    "OpenAIPenalties",
+    "RowProgress",
+    "RowStops",
     "TextGenerator",
     "TextStream",
+    "TokenLogprob",
     "generation_config",
 ]

@@ -50,16 +50,17 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     server = create_server(args.model_path, host=args.host, port=args.port, settings=settings, model_id=args.model_id)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     print(
-        f"Serving {args.model_path} as {server.app.chat_model.model_id} on http://{args.host}:{server.server_port} "
-        "(POST /v1/chat/completions, GET /v1/models, GET /health); Ctrl-C stops",
+        f"Serving {args.model_path} as {server.app.model_id} on http://{args.host}:{server.server_port} "
+        "(POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health, GET /metrics); Ctrl-C stops",
         flush=True,
     )
     try:
-        server.serve_forever()
+        server.serve_forever()  # returns (or raises KeyboardInterrupt) after a graceful stop on Ctrl-C
     except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+        pass
     finally:
         server.server_close()
+    print("stopped", file=sys.stderr)
     return 0
 
 
@@ -92,16 +93,19 @@ def add_share_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
 
     p = sub.add_parser(
         "serve",
-        help="Serve a saved model with an OpenAI-compatible API (/v1/chat/completions, streaming or not).",
-        description="POST /v1/chat/completions (messages, max_tokens, temperature, top_p, stream), GET /v1/models, "
-        "GET /health. Also answers `transformers chat MODEL http://HOST:PORT`.",
+        help="Serve a saved model with an OpenAI-compatible API (/v1/completions, /v1/chat/completions).",
+        description="POST /v1/completions and /v1/chat/completions (max_tokens, temperature, top_p, n, stop, seed, "
+        "logprobs, presence/frequency penalties, stream), GET /v1/models, GET /health, GET /metrics. Concurrent "
+        "requests share batched forward passes. Also answers `transformers chat MODEL http://HOST:PORT`.",
     )
     p.add_argument("--model-path", "--model_path", required=True, help="A saved model folder.")
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1, this machine only).")
     p.add_argument("--port", type=int, default=8000, help="Port (default 8000; 0 picks a free one).")
     p.add_argument("--model-id", default=None, help="The model name the API reports (default: the folder's name).")
     p.add_argument("--max-tokens-limit", type=positive_int, default=256, help="Cap on max_tokens (default 256).")
-    p.add_argument("--max-concurrency", type=positive_int, default=2, help="Generations at once (default 2).")
+    p.add_argument(
+        "--max-concurrency", type=positive_int, default=16, help="Rows generated together in one batch (default 16)."
+    )
     p.add_argument("--max-queue", type=int, default=16, help="Requests waiting beyond those; then 503 (default 16).")
     p.add_argument("--max-body-bytes", type=positive_int, default=65536, help="Largest request body (default 64 KiB).")
     p.set_defaults(handler=cmd_serve)
