@@ -164,3 +164,57 @@ def test_lmforge_demo_on_each_architecture(model_type: str, tiny_model_dirs: dic
     texts = page["texts"]
     assert texts[-1] == (prompt + expected if spec.prompt_style == "continue" else expected)
     assert texts == sorted(texts, key=len)  # streamed: each update extends the previous one
+
+
+@requires_gradio
+@pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="the playwright package is not installed")
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium browser (Debian: apt-get install -y chromium)")
+def test_side_by_side_judgement_lands_in_the_feedback_file(tiny_model_dirs: dict, tmp_path: Path) -> None:
+    """Human evaluation as a user does it: open the "Side by side" tab, type a prompt, generate both outputs, press
+    "Right is better"; the feedback file then holds that judgement, with the texts the page showed."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    from lmforge.demo import launch_demo
+
+    folder = Path(tiny_model_dirs["aksis"])
+    feedback = tmp_path / "feedback.jsonl"
+    port = free_port()
+    demo = launch_demo(folder, host="127.0.0.1", port=port, prevent_thread_lock=True, feedback_file=feedback)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch_persistent_context(
+                tempfile.mkdtemp(dir=tmp_path),
+                executable_path=CHROMIUM,
+                args=CHROMIUM_FLAGS,
+                headless=True,
+                viewport={"width": 1200, "height": 900},
+            )
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+            page.get_by_role("tab", name="Side by side").click()
+            page.fill("#sbs_prompt textarea", "All:")
+            page.click("#sbs_generate")
+            try:
+                page.wait_for_function(
+                    "() => document.querySelector('#sbs_status').innerText.includes('Which output is better?')",
+                    timeout=120_000,
+                )
+                left, right = page.input_value("#sbs_left textarea"), page.input_value("#sbs_right textarea")
+                page.click("#prefer_right")
+                page.wait_for_function(
+                    "() => document.querySelector('#sbs_status').innerText.includes('Recorded')", timeout=60_000
+                )
+                status = page.inner_text("#sbs_status")
+            finally:
+                page.screenshot(path=str(tmp_path / "side_by_side.png"), full_page=True)
+                browser.close()
+    finally:
+        demo.close()
+    records = [json.loads(line) for line in feedback.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 1
+    record = records[0]
+    assert (record["prompt"], record["chosen"], record["rejected"]) == ("All:", right, left)
+    assert {record["chosen_by"], record["rejected_by"]} == {"greedy", "top-p 0.9"}  # the tab's two default systems
+    assert f"Recorded: {record['chosen_by']} preferred to {record['rejected_by']}" in status

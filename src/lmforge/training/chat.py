@@ -86,7 +86,7 @@ class ChatSFTConfig(SFTConfig):
     assistant_only_loss: bool = field(default=True, metadata={"help": "Loss on the assistant's tokens only."})
     report_to: Any = field(default="none", metadata={"help": "Where to report the logs (none)."})
     # 32-bit unless the recipe asks for bf16, as in every lmforge recipe (TRL would default to bf16 and fail on CPU)
-    bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (needs a GPU that has it)."})
+    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (needs a GPU that has it)."})
 
 
 def dialogsum_messages(dialogue: str) -> list[dict[str, str]] | None:

@@ -51,7 +51,7 @@ class PreferenceDPOConfig(DPOConfig):
 
     report_to: Any = field(default="none", metadata={"help": "Where to report the logs (none)."})
     # 32-bit unless the recipe asks for bf16, as in every lmforge recipe (TRL would default to bf16 and fail on CPU)
-    bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (needs a GPU that has it)."})
+    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (needs a GPU that has it)."})
 
 
 def load_preferences(path: str) -> Any:
