@@ -153,3 +153,23 @@ def test_chat_tuned_aksis_answers_in_turn(peft, tiny_model_dirs, tmp_path, monke
         line.removeprefix("model> ") for line in capsys.readouterr().out.splitlines() if line.startswith("model> ")
     ]
     assert answers == ["hi, how are you", "first citizen"]
+
+
+@pytest.mark.parametrize(("name", "objective"), [("chat_sft", "sft"), ("dpo", "dpo")])
+def test_shipped_objective_recipes_parse(name, objective, tiny_model_dirs) -> None:
+    from lmforge.training.chat import ChatDataArguments, ChatSFTConfig
+    from lmforge.training.objectives import objective_of
+    from lmforge.training.preference import PreferenceDataArguments, PreferenceDPOConfig
+    from lmforge.training.recipe import read_recipe
+
+    from .conftest import REPO_ROOT
+
+    path = REPO_ROOT / "recipes" / "aksis" / f"{name}.yaml"
+    assert objective_of(path) == objective
+    recipe = {**read_recipe(path), "model_name_or_path": str(tiny_model_dirs["aksis"])}
+    data, config = (
+        (ChatDataArguments, ChatSFTConfig) if objective == "sft" else (PreferenceDataArguments, PreferenceDPOConfig)
+    )
+    model_args, _, training_args = parse_objective_recipe(recipe, (ModelArguments, data, config), str(path))
+    assert model_args.model_type == "aksis" and training_args.output_dir.startswith("outputs/aksis-")
+    assert training_args.bf16 is False
