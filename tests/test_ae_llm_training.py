@@ -18,7 +18,7 @@ from lmforge.data import load_squad, read_squad_file
 from lmforge.data.squad import answer_sentence, split_by_article
 from lmforge.evaluation import normalize_answer
 from lmforge.inference import GenerationSettings, TextGenerator
-from lmforge.training import parse_recipe, run_training
+from lmforge.training import load_recipe, parse_recipe, run_training
 from lmforge.training.qa import answer_scores, most_frequent_answer, score_squad
 
 from .conftest import REPO_ROOT
@@ -462,6 +462,18 @@ def test_phase_errors_are_one_sentence(squad_file: Path, tmp_path: Path) -> None
     with pytest.raises(LmforgeError, match="max_source_length"):
         run_training(*parse_recipe({**too_long, "config_overrides": {"max_position_embeddings": 48}}))
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_the_phase_objective_is_not_a_trl_objective() -> None:
+    """`objective` is one key for what a run minimises: AE-LLM's phase objectives stay with the model's own training,
+    `sft` and `dpo` go to TRL's trainers, whatever the recipe."""
+    from lmforge.training.objectives import objective_of
+
+    for recipe in sorted((REPO_ROOT / "recipes" / "ae_llm").glob("aellm-*_*.yaml")):
+        assert objective_of(recipe) is None, recipe.name
+    transition = REPO_ROOT / "recipes" / "ae_llm" / "aellm-seed_transition.yaml"
+    assert objective_of(transition, ["--objective", "sft"]) == "sft"
+    assert load_recipe(transition)[0].objective == "latent"
 
 
 # --- generation ---

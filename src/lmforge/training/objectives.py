@@ -1,7 +1,8 @@
 """Recipes of TRL objectives: `objective: sft` (chat tuning, `chat.py`) and `objective: dpo` (learning from
 preferences, `preference.py`), beside the plain recipes of the model's own training task (`recipe.py`).
 
-A recipe with an `objective` key goes to TRL's trainer for it; one without goes to `run_training` as before. Both run
+A recipe with `objective: sft` or `objective: dpo` goes to TRL's trainer for it; any other goes to `run_training` as
+before (where AE-LLM's phases read their own objectives: `decoder`, `latent`, `latent+decoder`). Both run
 through the same entry points: `lmforge train RECIPE.yaml`, `accelerate launch recipes/train.py RECIPE.yaml` (the
 accelerate path: TRL's trainers are HF Trainers) and the objective's own command (`lmforge sft` / `lmforge dpo`). The
 recipe is read and overridden (`--key value`) like any other; its keys are those of `ModelArguments`, the objective's
@@ -53,10 +54,11 @@ def parse_objective_recipe(recipe: Mapping[str, Any], classes: tuple[type, ...],
 
 
 def recipe_objective(recipe: Mapping[str, Any], source: str) -> str | None:
+    """The TRL objective the recipe names, None when it names none. `objective` is one key for what a training run
+    minimises: `sft` and `dpo` go to TRL's trainers; any other value is the model's own task's to check (AE-LLM's
+    phases take `decoder`, `latent` or `latent+decoder`; other tasks refuse the key with a one-line error)."""
     objective = recipe.get("objective")
-    if objective is not None and objective not in OBJECTIVES:
-        raise LmforgeError(f"{source}: objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    return typing.cast(str | None, objective)
+    return typing.cast(str, objective) if objective in OBJECTIVES else None
 
 
 def objective_of(path: str | Path, overrides: list[str] | None = None) -> str | None:
