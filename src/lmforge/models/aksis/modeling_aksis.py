@@ -363,6 +363,10 @@ class AksisForCausalLM(AksisPreTrainedModel, GenerationMixin):
     """Aksis with a language-modelling head tied to the token embedding."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    # The head of the parallel plans (the config's `base_model_tp_plan` / `base_model_pp_plan`): the vocabulary split
+    # by columns and gathered, the last pipeline stage turning hidden states into logits.
+    _tp_plan = {"lm_head": "colwise_rep"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: AksisConfig) -> None:
         super().__init__(config)

@@ -64,6 +64,21 @@ class CharTransformerConfig(PreTrainedConfig):
 
     model_type = "char_transformer"
     keys_to_ignore_at_inference = ["cache", "past_key_values"]
+    # Tensor parallelism (`from_pretrained(tp_plan="auto")` under torchrun, and vLLM's Transformers backend): the
+    # fused query/key/value projection is split by columns and its output gathered (a plain column split would cut
+    # across q|k|v), the attention output projection by rows from that replicated input; the MLP is the usual
+    # column-then-row split. Pipeline parallelism: what each stage's modules take and give.
+    base_model_tp_plan = {
+        "layers.*.self_attn.qkv_proj": "colwise_rep",
+        "layers.*.self_attn.o_proj": "rowwise_rep",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
 
     vocab_size: int = interval(min=1)(default=65)
     max_position_embeddings: int = interval(min=1)(default=256)
