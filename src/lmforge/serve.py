@@ -166,11 +166,13 @@ class Answer:
         app.submit(self.job)
 
     def _finished(self) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, None)
+        if not self.loop.is_closed():  # a server stopped with requests still waiting: nobody is listening
+            self.loop.call_soon_threadsafe(self.events.put_nowait, None)
 
     def _sender(self, index: int) -> Callable[[str], None]:
         def send(text: str) -> None:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, (index, text))
+            if not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(self.events.put_nowait, (index, text))
 
         return send
 

@@ -35,7 +35,7 @@ class Busy(Exception):
     """The queue is full (or the server is stopping): the request was not admitted."""
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: compared by identity, never field by field (its rows hold tensors)
 class Job:
     """One admitted request: its rows (its `n` choices, for one or more prompts), the settings they share, and the
     future that receives one `Completion` per row. `notify` is called (from the worker thread) once it is set."""
