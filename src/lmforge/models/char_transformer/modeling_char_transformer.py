@@ -379,7 +379,7 @@ class CharTransformerForCausalLM(CharTransformerPreTrainedModel, GenerationMixin
     # The head of the parallel plans (the config's `base_model_tp_plan` / `base_model_pp_plan`): the vocabulary split
     # by columns and gathered, the last pipeline stage turning hidden states into logits.
     _tp_plan = {"lm_head": "colwise_rep"}
-    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}  # type: ignore[dict-item]  # as LlamaForCausalLM
 
     def __init__(self, config: CharTransformerConfig) -> None:
         super().__init__(config)
