@@ -143,6 +143,7 @@ def test_remote_code_is_restored_when_missing(aksis_dir: Path) -> None:
     assert restored["auto_map"] == {
         "AutoConfig": "configuration_aksis.AksisConfig",
         "AutoModelForCausalLM": "modeling_aksis.AksisForCausalLM",
+        "AutoModel": "modeling_aksis.AksisModel",  # as save_pretrained writes it; vLLM's backend loads this one
     }
     assert remote_code_updates(aksis_dir) == {}
 

@@ -71,11 +71,13 @@ def remote_code_updates(model_path: str | Path) -> dict[str, bytes]:
     auto_name, model_class = by_name[architectures[0]]
 
     updates: dict[str, bytes] = {}
-    needed_classes: list[type] = [config_class, model_class]
+    needed_classes: list[type] = [config_class, model_class, spec.model_class]
     new_config = dict(config)
     auto_map = dict(new_config.get("auto_map") or {})
     auto_map.setdefault("AutoConfig", _reference(config_class))
     auto_map.setdefault(auto_name, _reference(model_class))
+    # The base model too (as `save_pretrained` writes it): AutoModel loads it, and so does vLLM's Transformers backend.
+    auto_map.setdefault("AutoModel", _reference(spec.model_class))
     new_config["auto_map"] = auto_map
     if spec.pipeline_class is not None:  # transformers has no pipeline of its own for the model's task
         pipelines = dict(new_config.get("custom_pipelines") or {})
