@@ -70,6 +70,7 @@ def test_sampling_study_table_holds_every_strategy_and_metric(tiny_model_dirs, t
         assert result["scores"]["distinct_1"] == distinct_n(texts, 1)
     greedy = next(r for r in results if r["strategy"] == "greedy")
     assert greedy["generations"][0]["text"] == greedy["generations"][1]["text"]  # one text per prompt, every seed
+    assert [row["torch_seed"] for row in greedy["generations"]] == [0, 1000, 1, 1001]  # no seed shared by prompts
     assert (out / "sampling_study.png").stat().st_size > 10_000
     card = (out / "sampling_study.md").read_text(encoding="utf-8")
     assert card.startswith("## Sampling strategies") and table in card and str(reference) in card

