@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lmforge import LmforgeError
 from lmforge.cli.quickstart import quickstart_recipe_path
 from lmforge.training import apply_overrides, load_recipe, parse_recipe, read_recipe, run_training
+from lmforge.training.objectives import objective_of
 
 from .conftest import REPO_ROOT, TINY_AKSIS
 
@@ -53,7 +54,7 @@ def test_every_shipped_recipe_parses():
             continue
         if "pairings" in read_recipe(path):  # a study recipe of `lmforge forgetting`: see tests/test_peft.py
             continue
-        if "objective" in read_recipe(path):  # a TRL recipe (sft, dpo): see tests/test_chat_tuning.py
+        if objective_of(path) is not None:  # a TRL recipe (sft, dpo): see tests/test_chat_tuning.py
             continue
         model_args, _, training_args = load_recipe(path)
         assert model_args.model_type and training_args.output_dir
