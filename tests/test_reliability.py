@@ -127,7 +127,11 @@ def test_ctrl_c_saves_the_model_so_far_in_interrupted(tmp_path, tiny_text_file):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu_matches_one_process_with_the_same_global_batch(tmp_path, tiny_text_file):
+@pytest.mark.parametrize("config", ["ddp_cpu", "fsdp_cpu"])
+def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path, tiny_text_file, config):
+    """Data parallel (DDP) and fully sharded data parallel (FSDP), each on two CPU processes over gloo, through
+    `accelerate launch` with the shipped config: the same loss curve as one process with the same global batch, and
+    FSDP's model saves whole and loads back."""
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     common = {"max_steps": 10, "save_strategy": "no"}
     write_recipe(tmp_path / "single.yaml", tiny_text_file, single, per_device_train_batch_size=8, **common)
@@ -145,7 +149,7 @@ def test_two_process_ddp_on_cpu_matches_one_process_with_the_same_global_batch(t
             "-m",
             "accelerate.commands.launch",
             "--config_file",
-            str(REPO_ROOT / "recipes" / "accelerate_configs" / "ddp_cpu.yaml"),
+            str(REPO_ROOT / "recipes" / "accelerate_configs" / f"{config}.yaml"),
             "--num_processes",
             "2",
             "--main_process_port",
@@ -166,6 +170,11 @@ def test_two_process_ddp_on_cpu_matches_one_process_with_the_same_global_batch(t
     # but not bit for bit.
     assert two[-1] == pytest.approx(one[-1], rel=0.03)
     assert sum(two) / 10 == pytest.approx(sum(one) / 10, rel=0.03)
+    model = AutoModelForCausalLM.from_pretrained(ddp)  # the whole model, in one safetensors file
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for p in AutoModelForCausalLM.from_pretrained(single).parameters()
+    )
+    assert not (ddp / "pytorch_model.bin").exists() and (ddp / "model.safetensors").is_file()
 
 
 # --- The server under load: 200 requests, 8 at a time, a quarter malformed ---
