@@ -1,6 +1,6 @@
 """Tiny saved model folders as training runs leave them (model, tokenizer(s), code, recipe, eval results), for the
 tests of sharing and serving: copies of the golden folders (`golden_copy`, tests/data/golden, whose greedy ids are
-committed), or freshly initialised CharTransformer, AE-LLM and LatentReasoner folders (`save_*`). And what those
+committed; `save_*` names the copy of one architecture). And what those
 folders must write, computed without `generate()`: `oracle_text` and `oracle_chat_text` (the independent greedy
 loop of tests/models/contract.py on the ids lmforge's rules give the model)."""
 
