@@ -444,3 +444,21 @@ def test_real_offline_backbones_generate_and_survive_save_load(tmp_path: Path) -
     assert torch.equal(again, generated)
     loaded.save_pretrained(tmp_path / "saved_again")  # a model marked as GGUF-quantized would refuse
     assert (tmp_path / "saved_again" / "config.json").is_file()
+
+
+def test_the_samsum_recipe_keeps_the_seeds_values() -> None:
+    """recipes/latent_reasoner/samsum.yaml is the seed's setup: ModernBERT-base reads, GPT-2 writes, learning rate
+    1e-4, batch 4, 256 source and 128 target tokens, a 256-d idea vector."""
+    from lmforge.training import load_recipe
+
+    from .conftest import REPO_ROOT
+
+    model_args, data_args, training_args = load_recipe(REPO_ROOT / "recipes" / "latent_reasoner" / "samsum.yaml")
+    assert (model_args.encoder_name_or_path, model_args.decoder_name_or_path) == (
+        "answerdotai/ModernBERT-base",
+        "openai-community/gpt2",
+    )
+    assert model_args.config_overrides["idea_size"] == 256
+    assert (data_args.max_source_length, data_args.max_target_length) == (256, 128)
+    assert training_args.learning_rate == 1e-4
+    assert training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps == 4
