@@ -210,6 +210,8 @@ def plot_results(results: Sequence[StrategyResult], path: Path) -> None:
         values = [result.scores[key] for result in results]
         ax.bar(range(len(names)), [0.0 if math.isnan(v) else v for v in values], color="tab:blue")
         ax.set_title(label)
+        if key == "reference_perplexity" and all(v > 0 for v in values):  # nan compares False: linear then
+            ax.set_yscale("log")
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
     fig.suptitle("Decoding strategies")
