@@ -153,6 +153,34 @@ def test_remote_code_is_restored_when_missing(aksis_dir: Path) -> None:
         remote_code_updates(aksis_dir)
 
 
+def test_question_answering_card_shows_the_baseline_and_the_learned_pairs(tmp_path: Path) -> None:
+    """An AE-LLM card puts the baseline and the train pairs the model learned beside its validation scores, and its
+    model-index holds the learned pairs' exact match and F1 as a second (train) result."""
+    folder = shutil.copytree(save_ae_llm(tmp_path / "made"), tmp_path / "ae_llm")
+    results = {
+        "eval_exact_match": 0.1,
+        "eval_f1": 0.2,
+        "eval_baseline_exact_match": 0.5,
+        "eval_baseline_f1": 0.6,
+        "train_exact_match": 99.6,
+        "train_f1": 99.7,
+        "train_bleu": 25.0,
+        "train_questions": 500,
+    }
+    (folder / "eval_results.json").write_text(json.dumps(results))
+    card = render_model_card(folder, repo_id="someone/ae_llm")
+    assert (
+        "| metric | value | baseline (always the most frequent answer) | the 500 train pairs it learned |" in card.text
+    )
+    assert "| Exact match | 0.1000 | 0.5000 | 99.60 |" in card.text
+    assert "| F1 | 0.2000 | 0.6000 | 99.70 |" in card.text
+    index = metadata(card)["model-index"][0]["results"]
+    assert [result["dataset"]["split"] for result in index] == ["validation", "train"]
+    assert {metric["type"]: metric["value"] for metric in index[1]["metrics"]} == {"exact_match": 99.6, "f1": 99.7}
+    assert "baseline" not in json.dumps(index)  # a reference score, not this model's
+    assert "Closed book (the question alone), it answers what it memorised" in card.text
+
+
 def test_seq2seq_folders_name_their_pipeline(seq2seq_dirs: dict[str, Path]) -> None:
     for model_type, task in (("ae_llm", "text2text-generation"), ("latent_reasoner", "summarization")):
         folder = seq2seq_dirs[model_type]

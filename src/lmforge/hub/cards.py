@@ -109,6 +109,8 @@ PATH_KEYS = {
 }
 # eval metrics that are bookkeeping, not results
 NOT_RESULTS = ("runtime", "samples_per_second", "steps_per_second", "epoch")
+# Scores of the train pairs a question-answering model learned (train_* keys) that go to the model-index too.
+LEARNED_METRICS = ("exact_match", "f1")
 METRIC_NAMES = {
     "loss": "Loss",
     "perplexity": "Perplexity",
@@ -233,13 +235,14 @@ def widget_texts(folder: ModelFolder) -> list[str]:
     return list(dataset.widget if dataset else folder.spec.example_prompts)
 
 
-def result_metrics(folder: ModelFolder) -> list[tuple[str, str, float]]:
-    """(metric type, display name, value) for each result in eval_results.json, in file order."""
+def result_metrics(folder: ModelFolder, prefix: str = "eval_") -> list[tuple[str, str, float]]:
+    """(metric type, display name, value) for each result in eval_results.json, in file order: `eval_` keys (the
+    validation split), or `train_` keys (the train pairs a question-answering model was scored on after training)."""
     metrics = []
     for key, value in folder.eval_results.items():
-        if not key.startswith("eval_") or isinstance(value, bool) or not isinstance(value, int | float):
+        if not key.startswith(prefix) or isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        name = key[len("eval_") :]
+        name = key[len(prefix) :]
         if name.endswith(NOT_RESULTS) or not math.isfinite(value):
             continue
         metrics.append((name, METRIC_NAMES.get(name, name.replace("_", " ")), float(value)))
@@ -277,13 +280,15 @@ def build_card_data(
             task_name=TASK_NAMES.get(pipeline_tag, pipeline_tag),
             dataset_type=(dataset.hub_id or dataset.pattern) if dataset else "custom",
             dataset_name=dataset.name if dataset else Path(str(folder.recipe.get("train_file") or "custom")).name,
-            dataset_split="validation",
+            dataset_split=split,
             metric_type=metric_type,
             metric_name=name,
             metric_value=round(value, 4),
         )
-        for metric_type, name, value in result_metrics(folder)
+        for prefix, split in (("eval_", "validation"), ("train_", "train"))
+        for metric_type, name, value in result_metrics(folder, prefix)
         if not metric_type.startswith("baseline")  # a reference score, not this model's: table only
+        and (prefix == "eval_" or metric_type in LEARNED_METRICS)
     ]
     widget = [{"text": text, "example_title": text.strip().splitlines()[0][:40]} for text in widget_texts(folder)]
     return ModelCardData(
@@ -306,10 +311,29 @@ def _summary(folder: ModelFolder) -> str:
 
 def _results_section(folder: ModelFolder) -> str:
     lines = []
-    metrics = result_metrics(folder)
+    metrics = [metric for metric in result_metrics(folder) if not metric[0].startswith("baseline_")]
+    baseline = {
+        name.removeprefix("baseline_"): value
+        for name, _, value in result_metrics(folder)
+        if name.startswith("baseline_")
+    }
+    learned = {name: value for name, _, value in result_metrics(folder, "train_")}
     if metrics:
-        lines += [f"On the validation split of {folder.data_description}:", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {name} | {_format(value)} |" for _, name, value in metrics]
+        columns = ["metric", "value"]
+        if baseline:
+            columns.append("baseline (always the most frequent answer)")
+        if learned:
+            count = int(learned.get("questions", 0))
+            columns.append(f"the {count} train pairs it learned" if count else "the train pairs it learned")
+        lines += [f"On the validation split of {folder.data_description}:", ""]
+        lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+        for metric_type, name, value in metrics:
+            row = [name, _format(value)]
+            if baseline:
+                row.append(_format(baseline[metric_type]) if metric_type in baseline else "")
+            if learned:
+                row.append(_format(learned[metric_type]) if metric_type in learned else "")
+            lines.append("| " + " | ".join(row) + " |")
     else:
         lines.append("No evaluation results were saved with this model (eval_results.json is missing).")
     history = [
