@@ -149,3 +149,77 @@ def machine() -> str:
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Bandwidth:
+    """Memory bandwidth of this machine in GB/s (1e9 bytes/s), medians over repeats."""
+
+    copy_gbs: float  # dst.copy_(src): bytes read + bytes written
+    triad_gbs: float  # a = b + s * c (STREAM triad): two arrays read, one written
+
+    @property
+    def best_gbs(self) -> float:
+        """The bound used for decoding: the better of the two (the kinder bound to the hardware)."""
+        return max(self.copy_gbs, self.triad_gbs)
+
+
+def measure_bandwidth(megabytes: int = 256, repeats: int = 9) -> Bandwidth:
+    """Copy and STREAM-triad bandwidth over fp32 arrays of `megabytes` MB each (far larger than any cache).
+
+    The triad runs as `torch.add(b, c, alpha=s, out=a)`: one fused pass, no temporary, so exactly 3 arrays move.
+    Bytes count only the arrays' own traffic (no write-allocate reads), as STREAM does.
+    """
+    n = megabytes * 10**6 // 4
+    src = torch.rand(n)
+    dst = torch.empty(n)
+    b, c, a = torch.rand(n), torch.rand(n), torch.empty(n)
+    nbytes = n * 4
+    dst.copy_(src), torch.add(b, c, alpha=3.0, out=a)  # warm-up: page in every array
+    copy = statistics.median(timed(lambda: dst.copy_(src)) for _ in range(repeats))
+    triad = statistics.median(timed(lambda: torch.add(b, c, alpha=3.0, out=a)) for _ in range(repeats))
+    return Bandwidth(copy_gbs=2 * nbytes / copy / 1e9, triad_gbs=3 * nbytes / triad / 1e9)
+
+
+def decode_bytes_per_token(model: torch.nn.Module, batch: int, prompt_len: int, new_tokens: int) -> dict[str, float]:
+    """Bytes a batch-`batch` decoding step must read, per generated token: every weight once per step, in the dtype it
+    is held in (a tied head counts once; an input-only embedding table, such as the positions, contributes only the
+    `batch` rows it looks up), plus the KV cache at the mean cached length over the run, divided by the `batch`
+    tokens the step produces.
+
+    KV cache at cached length L: 2 (keys, values) x layers x batch x L x hidden x element size; the mean cached length
+    over the run is prompt_len + (new_tokens - 1) / 2.
+    """
+    output = model.get_output_embeddings()
+    head_ptr = output.weight.data_ptr() if output is not None else None
+    lookup_only = {
+        m.weight.data_ptr(): m.weight
+        for m in model.modules()
+        if isinstance(m, torch.nn.Embedding) and m.weight.data_ptr() != head_ptr
+    }
+    seen: set[int] = set()
+    weights = 0.0
+    for p in model.parameters():
+        if p.data_ptr() in seen:
+            continue
+        seen.add(p.data_ptr())
+        if p.data_ptr() in lookup_only:
+            weights += batch * p.shape[-1] * p.element_size()
+        else:
+            weights += p.numel() * p.element_size()
+    config = model.config
+    element = next(model.parameters()).element_size()
+    mean_len = prompt_len + (new_tokens - 1) / 2
+    kv = 2 * config.num_hidden_layers * batch * mean_len * config.hidden_size * element
+    return {"weights": weights, "kv": kv, "per_token": (weights + kv) / batch}
+
+
+def rounds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each of several candidates, `repeats` interleaved rounds, the order reversed every other round, so
+    that any two of them form paired rounds (for `median_ratio`)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for i in range(repeats):
+        for name in names if i % 2 == 0 else reversed(names):
+            times[name].append(timed(fns[name]))
+    return times

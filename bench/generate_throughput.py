@@ -1,24 +1,61 @@
-"""Generation throughput (new tokens/s) for 256 new tokens at batch 1 and 8: Aksis with its KV cache, Aksis without
-a cache, and GPT2LMHeadModel with its cache, all the same size, greedy, through `generate()`.
+"""Generation throughput (new tokens/s) for 256 new tokens, greedy, through `generate()`, every batch-1 figure beside
+its bound.
 
-Ratios are medians of paired, interleaved rounds (alternating order).
+Batch 1 runs these variants, all the same size, interleaved in each round (order reversed every other round):
+- Aksis eager: its `AksisCache` (dynamic), fp32;
+- Aksis static + compile: `cache_implementation="static"` with transformers' own compiled decoding step
+  (`compile_config`, which on the CPU needs `_compile_all_devices`), fp32;
+- Aksis bf16 static + compile: the same with bf16 weights (against its own bound);
+- GPT-2 eager (`DynamicCache`) and GPT-2 static + compile, fp32: "GPT-2 best" is the faster of the two;
+- Aksis uncached (fewer rounds, paired with Aksis eager).
+
+Bound: the memory bandwidth measured in the same run (`measure_bandwidth`, the better of copy and triad) divided by
+the bytes a decoding step reads per token (weights in their dtype + the KV cache at the mean cached length of the
+run, `decode_bytes_per_token`). The fraction is tokens/s over that bound. The compiled path must give the eager
+path's greedy tokens (asserted, fp32). Batches above 1 keep the former row: Aksis cached, GPT-2 cached, uncached.
+
+Ratios are medians of the per-round ratios.
 
     python bench/generate_throughput.py --quick
-    python bench/generate_throughput.py
+    python bench/generate_throughput.py --batches 1 --repeats 3
 """
 
 import argparse
+import copy
 import statistics
 import sys
 from pathlib import Path
 
 import torch
+from transformers import CompileConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import QUICK, REFERENCE, build, device, machine, median_ratio, paired
+from common import (
+    QUICK,
+    REFERENCE,
+    build,
+    decode_bytes_per_token,
+    device,
+    machine,
+    measure_bandwidth,
+    median_ratio,
+    paired,
+    rounds,
+)
 
 
-def make_generate(model: torch.nn.Module, batch: int, prompt_len: int, new_tokens: int, use_cache: bool):
+def compile_config() -> CompileConfig:
+    """transformers' compiled decoding step on any device: `generate()` compiles only on accelerators unless
+    `_compile_all_devices` is set (`GenerationMixin._valid_auto_compile_criteria`). "default" mode: "reduce-overhead"
+    means CUDA graphs, which the CPU has not."""
+    config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
+    config._compile_all_devices = True
+    return config
+
+
+def make_generate(
+    model: torch.nn.Module, batch: int, prompt_len: int, new_tokens: int, use_cache: bool, compiled: bool = False
+):
     ids = torch.randint(4, model.config.vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(0))
     ids = ids.to(device())
     kwargs = dict(
@@ -29,13 +66,83 @@ def make_generate(model: torch.nn.Module, batch: int, prompt_len: int, new_token
         pad_token_id=0,
         eos_token_id=None,
     )
+    if compiled:
+        kwargs.update(cache_implementation="static", compile_config=compile_config())
+    result: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
-    def run() -> None:
+    def run() -> torch.Tensor:
         out = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
         assert out.shape[1] == prompt_len + new_tokens
+        result["last"] = out
+        return out
 
     return run
+
+
+def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
+    aksis_bf16 = copy.deepcopy(aksis).to(torch.bfloat16)
+    p, n = args.prompt_len, args.new_tokens
+    variants = {
+        "Aksis eager (AksisCache)": (aksis, make_generate(aksis, 1, p, n, True)),
+        "Aksis static + compile": (aksis, make_generate(aksis, 1, p, n, True, compiled=True)),
+        "Aksis bf16 static + compile": (aksis_bf16, make_generate(aksis_bf16, 1, p, n, True, compiled=True)),
+        "GPT-2 eager (DynamicCache)": (gpt2, make_generate(gpt2, 1, p, n, True)),
+        "GPT-2 static + compile": (gpt2, make_generate(gpt2, 1, p, n, True, compiled=True)),
+    }
+    # warm-up (and compilation); the compiled path must give the eager greedy tokens
+    outs = {name: fn() for name, (_, fn) in variants.items()}
+    for name in ("Aksis static + compile", "GPT-2 static + compile"):
+        eager = outs[
+            name.split()[0] + (" eager (AksisCache)" if name.startswith("Aksis") else " eager (DynamicCache)")
+        ]
+        assert torch.equal(outs[name], eager), f"{name}: greedy tokens differ from eager"
+    bf16_eager = make_generate(aksis_bf16, 1, p, n, True)()
+    bf16_same = (bf16_eager == outs["Aksis bf16 static + compile"])[0, p:].float().mean().item()
+    times = rounds({name: fn for name, (_, fn) in variants.items()}, repeats)
+    uncached = make_generate(aksis, 1, p, n, False)
+    e_t, u_t = paired(variants["Aksis eager (AksisCache)"][1], uncached, max(2, repeats // 2))
+
+    print(
+        f"fp32 compiled greedy tokens == eager: yes (asserted); bf16 compiled == bf16 eager: {bf16_same:.0%} of tokens\n"
+    )
+    print("| batch 1 variant | weights MB | KV MB (mean) | tok/s | bound tok/s | fraction of bound |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, (model, _) in variants.items():
+        b = decode_bytes_per_token(model, 1, p, n)
+        rate = n / statistics.median(times[name])
+        bound = bandwidth / b["per_token"]
+        print(
+            f"| {name} | {b['weights'] / 1e6:.1f} | {b['kv'] / 1e6:.1f} | {rate:,.1f} | {bound:,.0f} | {rate / bound:.0%} |"
+        )
+    b = decode_bytes_per_token(aksis, 1, p, n)
+    # uncached: each step recomputes the whole sequence; its bound is the cached one (same weights, no more needed)
+    rate = n / statistics.median(u_t)
+    bound = bandwidth / b["per_token"]
+    print(f"| Aksis uncached | {b['weights'] / 1e6:.1f} | 0 | {rate:,.1f} | {bound:,.0f} | {rate / bound:.0%} |")
+
+    g_best = min(("GPT-2 eager (DynamicCache)", "GPT-2 static + compile"), key=lambda k: statistics.median(times[k]))
+    a_best = min(("Aksis eager (AksisCache)", "Aksis static + compile"), key=lambda k: statistics.median(times[k]))
+    print("\n| ratio (median of paired rounds) | value |")
+    print("| --- | ---: |")
+    ratios = [
+        ("Aksis static + compile / Aksis eager", times["Aksis eager (AksisCache)"], times["Aksis static + compile"]),
+        (f"Aksis best ({a_best}) / GPT-2 best ({g_best})", times[g_best], times[a_best]),
+        (
+            "Aksis static + compile / GPT-2 static + compile",
+            times["GPT-2 static + compile"],
+            times["Aksis static + compile"],
+        ),
+        ("Aksis eager / GPT-2 eager", times["GPT-2 eager (DynamicCache)"], times["Aksis eager (AksisCache)"]),
+        (
+            "Aksis bf16 / fp32 (static + compile)",
+            times["Aksis static + compile"],
+            times["Aksis bf16 static + compile"],
+        ),
+    ]
+    for label, base, cand in ratios:
+        print(f"| {label} | {median_ratio(base, cand):.2f}x |")
+    print(f"| Aksis eager / uncached | {median_ratio(u_t, e_t):.2f}x |")
 
 
 def main() -> None:
@@ -61,24 +168,33 @@ def main() -> None:
             if hasattr(module, "max_transposed_rows"):
                 module.max_transposed_rows = 0
     gpt2 = build("gpt2", size).to(device()).eval()
+    bw = measure_bandwidth()
     print(f"# Generation throughput, {machine()}")
     head = "plain nn.Linear" if args.plain_linear else "(in, out) weight copies while decoding"
     print(
         f"size: {size}, prompt {args.prompt_len}, {args.new_tokens} new tokens, greedy, {repeats} rounds, "
         f"Aksis linear layers: {head}\n"
+        f"bandwidth (same run): copy {bw.copy_gbs:.1f} GB/s, triad {bw.triad_gbs:.1f} GB/s; bound uses "
+        f"{bw.best_gbs:.1f} GB/s\n"
     )
+    batches = [int(b) for b in args.batches.split(",")]
+    if 1 in batches:
+        batch_one(aksis, gpt2, args, size, repeats, bw.best_gbs * 1e9)
+    wider = [b for b in batches if b != 1]
+    if not wider:
+        return
     print(
-        "| batch | Aksis cached tok/s | GPT-2 cached tok/s | Aksis uncached tok/s | Aksis/GPT-2 (cached) | Aksis cached/uncached |"
+        "\n| batch | Aksis cached tok/s | GPT-2 cached tok/s | Aksis uncached tok/s | Aksis/GPT-2 (cached) | Aksis cached/uncached |"
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for batch in (int(b) for b in args.batches.split(",")):
+    for batch in wider:
         cached = make_generate(aksis, batch, args.prompt_len, args.new_tokens, True)
         baseline = make_generate(gpt2, batch, args.prompt_len, args.new_tokens, True)
         uncached = make_generate(aksis, batch, args.prompt_len, args.new_tokens, False)
         cached(), baseline()  # warm-up
         a_t, g_t = paired(cached, baseline, repeats)
-        rounds = max(2, repeats // 2)  # the uncached run is slow: fewer rounds
-        a2_t, u_t = paired(cached, uncached, rounds)
+        rounds_uncached = max(2, repeats // 2)  # the uncached run is slow: fewer rounds
+        a2_t, u_t = paired(cached, uncached, rounds_uncached)
         new = batch * args.new_tokens
         print(
             f"| {batch} | {new / statistics.median(a_t):,.0f} | {new / statistics.median(g_t):,.0f} | "
