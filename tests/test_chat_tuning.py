@@ -146,6 +146,7 @@ def test_chat_tuned_aksis_answers_in_turn(peft, tiny_model_dirs, tmp_path, monke
     assert main(["train", str(path)]) == 0
     out = Path(recipe["output_dir"])
     assert (out / ("adapter_model.safetensors" if peft else "model.safetensors")).is_file()
+    assert (out / "training_args.json").is_file() and not (out / "training_args.bin").exists()  # no pickle
     capsys.readouterr()
     monkeypatch.setattr("sys.stdin", io.StringIO("hello there\n/reset\nwho are you\n"))
     assert main(["chat", "--model-path", str(out), "--max-new-tokens", "30"]) == 0

@@ -53,6 +53,20 @@ def sampled_text(folder: Path, prompt: str, new_tokens: int, seed: int, **option
     return prompt + str(tokenizer.decode(new, skip_special_tokens=True))
 
 
+def test_lmforge_demo_passes_the_feedback_file_and_the_compared_model(tmp_path, monkeypatch) -> None:
+    """`lmforge demo --feedback-file F --compare-model DIR` reaches the page's side-by-side tab (defaults otherwise)."""
+    import lmforge.demo
+    from lmforge.cli.main import main
+
+    calls: list[dict] = []
+    monkeypatch.setattr(lmforge.demo, "launch_demo", lambda model_path, **kwargs: calls.append(kwargs))
+    feedback = tmp_path / "judgements.jsonl"
+    assert main(["demo", "--model-path", "a", "--feedback-file", str(feedback), "--compare-model", "b"]) == 0
+    assert main(["demo", "--model-path", "a"]) == 0
+    assert (calls[0]["feedback_file"], calls[0]["compare_model"]) == (str(feedback), "b")
+    assert (calls[1]["feedback_file"], calls[1]["compare_model"]) == (lmforge.demo.DEFAULT_FEEDBACK_FILE, None)
+
+
 @requires_gradio
 @pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="the playwright package is not installed")
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium browser (Debian: apt-get install -y chromium)")

@@ -96,6 +96,7 @@ def test_dpo_raises_the_preference_margin_on_held_out_prompts(tiny_model_dirs, t
     args = ["dpo", str(path), "--preference-file", str(preferences), "--output-dir", str(out)]
     assert main(args) == 0
     assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()  # LoRA
+    assert (out / "training_args.json").is_file() and not (out / "training_args.bin").exists()  # no pickle
     after = margin(AutoPeftModelForCausalLM.from_pretrained(out), tokenizer, held_out)
     print(f"DPO preference margin on held-out prompts: before {before:.3f}, after {after:.3f}")
     assert after > before + 1.0

@@ -2,7 +2,7 @@
 
 lmforge push --model-path DIR --repo-id USER/NAME [--private] [--dry-run] [--space USER/NAME]
 lmforge serve --model-path DIR [--host 127.0.0.1] [--port 8000]
-lmforge demo --model-path DIR [--host 127.0.0.1] [--port 7860]
+lmforge demo --model-path DIR [--host 127.0.0.1] [--port 7860] [--feedback-file FILE] [--compare-model DIR]
 """
 
 import argparse
@@ -67,7 +67,14 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     from ..demo import launch_demo
 
-    launch_demo(args.model_path, host=args.host, port=args.port, quiet=False)  # gradio prints the URL; Ctrl-C stops
+    launch_demo(  # gradio prints the URL; Ctrl-C stops
+        args.model_path,
+        host=args.host,
+        port=args.port,
+        quiet=False,
+        feedback_file=args.feedback_file,
+        compare_model=args.compare_model,
+    )
     return 0
 
 
@@ -114,6 +121,17 @@ def add_share_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
     p.add_argument("--model-path", "--model_path", required=True, help="A saved model folder.")
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
     p.add_argument("--port", type=int, default=7860, help="Port (default 7860).")
+    p.add_argument(
+        "--feedback-file",
+        default="feedback.jsonl",
+        help="Where the side-by-side tab appends its judgements (JSON lines; default feedback.jsonl).",
+    )
+    p.add_argument(
+        "--compare-model",
+        default=None,
+        metavar="DIR",
+        help="A second saved model for the side-by-side tab (default: two sampling strategies of the same model).",
+    )
     p.set_defaults(handler=cmd_demo)
 
 

@@ -38,7 +38,8 @@ from ..inference import PLAIN_CHAT_TEMPLATE
 from ..models.aksis.tokenization_aksis import CHAT_TEMPLATE as AKSIS_CHAT_TEMPLATE
 from .arguments import ModelArguments
 from .builders import limit_rows, load_tokenizer
-from .objectives import parse_objective_recipe
+from .recipe import parse_objective_recipe
+from .trainer import JsonTrainingArgumentsMixin
 
 logger = logging.getLogger("lmforge")
 
@@ -176,6 +177,10 @@ def training_template(tokenizer: Any) -> str:
     )
 
 
+class _SFTTrainer(JsonTrainingArgumentsMixin, SFTTrainer):
+    """TRL's `SFTTrainer`, saving its arguments as JSON (`training_args.json`), never as a pickle, like every lmforge run."""
+
+
 def build_sft_trainer(model_args: ModelArguments, data_args: ChatDataArguments, config: ChatSFTConfig) -> SFTTrainer:
     """TRL's `SFTTrainer` for a recipe: the saved model (with LoRA if `peft` is set), its tokenizer with the marked
     chat template, and the conversations."""
@@ -207,7 +212,7 @@ def build_sft_trainer(model_args: ModelArguments, data_args: ChatDataArguments, 
     )
     if "validation" not in data:
         config.eval_strategy = "no"
-    return SFTTrainer(
+    return _SFTTrainer(
         model=model,
         args=config,
         train_dataset=data["train"],

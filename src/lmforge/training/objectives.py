@@ -9,16 +9,13 @@ recipe is read and overridden (`--key value`) like any other; its keys are those
 data arguments and TRL's config (`SFTConfig` / `DPOConfig`), and an unknown key is one sentence naming it.
 """
 
-import difflib
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from transformers import HfArgumentParser
-
 from ..errors import LmforgeError
-from .recipe import _accepts, _fields, apply_overrides, read_recipe, resolve_model_type
+from .recipe import apply_overrides, parse_objective_recipe, read_recipe
 
 OBJECTIVES = ("sft", "dpo")
 
@@ -28,29 +25,6 @@ def require_trl() -> None:
         import trl  # noqa: F401
     except ImportError:
         raise LmforgeError('chat tuning and DPO need TRL: pip install "lmforge[feedback]"') from None
-
-
-def parse_objective_recipe(recipe: Mapping[str, Any], classes: tuple[type, ...], source: str) -> tuple[Any, ...]:
-    """Check the keys and types of `recipe` against `classes` and parse it into them (`HfArgumentParser`)."""
-    recipe = {key: value for key, value in recipe.items() if key != "objective"}
-    fields = _fields(classes)
-    for key, value in recipe.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise LmforgeError(f"{source}: unknown key '{key}'{hint}")
-        if not _accepts(fields[key], value):
-            expected = getattr(fields[key], "__name__", str(fields[key]))
-            raise LmforgeError(
-                f"{source}: '{key}' has the wrong type ({type(value).__name__} {value!r}); expected {expected}"
-            )
-    if not recipe.get("model_name_or_path"):
-        raise LmforgeError(f"{source}: set model_name_or_path (or --model-path): the saved model to tune")
-    recipe["model_type"] = resolve_model_type(recipe, source)
-    try:
-        return tuple(HfArgumentParser(classes).parse_dict(recipe, allow_extra_keys=False))  # type: ignore[arg-type]
-    except (ValueError, TypeError) as err:
-        raise LmforgeError(f"{source}: {str(err).splitlines()[0]}") from None
 
 
 def recipe_objective(recipe: Mapping[str, Any], source: str) -> str | None:

@@ -28,7 +28,8 @@ from ..errors import LmforgeError, one_line
 from ..models import get_spec
 from .arguments import ModelArguments
 from .builders import limit_rows, load_tokenizer
-from .objectives import parse_objective_recipe
+from .recipe import parse_objective_recipe
+from .trainer import JsonTrainingArgumentsMixin
 
 logger = logging.getLogger("lmforge")
 
@@ -78,6 +79,10 @@ def peft_section(peft: Any) -> dict[str, Any] | None:
     return dict(loaded)
 
 
+class _DPOTrainer(JsonTrainingArgumentsMixin, DPOTrainer):
+    """TRL's `DPOTrainer`, saving its arguments as JSON (`training_args.json`), never as a pickle, like every lmforge run."""
+
+
 def build_dpo_trainer(
     model_args: ModelArguments, data_args: PreferenceDataArguments, config: PreferenceDPOConfig
 ) -> DPOTrainer:
@@ -112,7 +117,7 @@ def build_dpo_trainer(
     else:
         config.eval_strategy = "no"
     logger.info("DPO on %d judgements (%s)", train.num_rows, "LoRA" if peft is not None else "every weight")
-    return DPOTrainer(
+    return _DPOTrainer(
         model=model,
         args=config,
         train_dataset=data["train"],

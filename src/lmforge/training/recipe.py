@@ -14,6 +14,7 @@ runs), `lmforge train`, `lmforge finetune` and `lmforge quickstart`. The command
 """
 
 import dataclasses
+import difflib
 import json
 import types
 import typing
@@ -247,6 +248,30 @@ def load_recipe(
     return parse_recipe(recipe, source=source)
 
 
+def parse_objective_recipe(recipe: Mapping[str, Any], classes: tuple[type, ...], source: str) -> tuple[Any, ...]:
+    """A recipe of a TRL objective (`objective: sft` / `dpo`, training/objectives.py): check its keys and types against
+    `classes` and parse it into them (`HfArgumentParser`)."""
+    recipe = {key: value for key, value in recipe.items() if key != "objective"}
+    fields = _fields(classes)
+    for key, value in recipe.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise LmforgeError(f"{source}: unknown key '{key}'{hint}")
+        if not _accepts(fields[key], value):
+            expected = getattr(fields[key], "__name__", str(fields[key]))
+            raise LmforgeError(
+                f"{source}: '{key}' has the wrong type ({type(value).__name__} {value!r}); expected {expected}"
+            )
+    if not recipe.get("model_name_or_path"):
+        raise LmforgeError(f"{source}: set model_name_or_path (or --model-path): the saved model to tune")
+    recipe["model_type"] = resolve_model_type(recipe, source)
+    try:
+        return tuple(HfArgumentParser(classes).parse_dict(recipe, allow_extra_keys=False))  # type: ignore[arg-type]
+    except (ValueError, TypeError) as err:
+        raise LmforgeError(f"{source}: {str(err).splitlines()[0]}") from None
+
+
 __all__ = [
     "ARGUMENT_CLASSES",
     "apply_overrides",
@@ -255,6 +280,7 @@ __all__ = [
     "default_model_type",
     "default_output_dir",
     "load_recipe",
+    "parse_objective_recipe",
     "parse_recipe",
     "read_recipe",
     "resolve_model_type",

@@ -23,21 +23,28 @@ def add_perplexity(logs: dict[str, float]) -> dict[str, float]:
     return logs
 
 
-class LmforgeTrainer(Trainer):
+class JsonTrainingArgumentsMixin:
+    """For a `Trainer` (or a subclass such as TRL's): saves its arguments as JSON (`training_args.json`, no pickle)
+    with the model and in every checkpoint, instead of the pickled `training_args.bin`."""
+
+    args: Any
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict=state_dict)  # type: ignore[misc]
+        if not self.args.should_save:
+            return
+        folder = Path(output_dir if output_dir is not None else str(self.args.output_dir))
+        (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+        (folder / TRAINING_ARGS_JSON).write_text(self.args.to_json_string(), encoding="utf-8")
+
+
+class LmforgeTrainer(JsonTrainingArgumentsMixin, Trainer):
     """`Trainer` whose logged and returned metrics carry perplexity next to every loss, which saves its arguments as
     JSON (`training_args.json`, no pickle) with the model and in every checkpoint, and whose own Hub pushes (when it
     is used on its own; `run_training` pushes with `lmforge push`) carry the lmforge model card."""
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         super().log(add_perplexity(logs), start_time)
-
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        super()._save(output_dir, state_dict=state_dict)
-        if not self.args.should_save:
-            return
-        folder = Path(output_dir if output_dir is not None else str(self.args.output_dir))
-        (folder / TRAINING_ARGS_NAME).unlink(missing_ok=True)
-        (folder / TRAINING_ARGS_JSON).write_text(self.args.to_json_string(), encoding="utf-8")
 
     def create_model_card(
         self,
