@@ -742,6 +742,25 @@ def test_shipped_forgetting_recipe_parses(shared_data, monkeypatch):
     assert study.pairings[0].data["validation_file"].endswith("wiki.test.tokens")
 
 
+def test_shipped_ae_llm_forgetting_recipe_parses(shared_data, tmp_path, monkeypatch):
+    """recipes/ae_llm/forgetting.yaml on a saved AE-LLM (here the tiny golden one): corpus A comes from the model's
+    recipe, corpus B is a disjoint SQuAD article, and every method of the issue is there (full, LoRA r4/8/16, routed)."""
+    from .saved_models import save_ae_llm
+
+    monkeypatch.chdir(REPO_ROOT)  # its data paths are relative to the repository root
+    base = save_ae_llm(tmp_path / "base")
+    squad = shared_data / "squad-v1.1" / "dev-v1.1.shared.json"
+    corpus_a = {"model_type": "ae_llm", "train_file": str(squad), "qa_input": "question", "max_train_samples": 500}
+    (base / "recipe.yaml").write_text(yaml.safe_dump(corpus_a))  # as the seed recipes leave it
+    study = load_study(REPO_ROOT / "recipes" / "ae_llm" / "forgetting.yaml", ["--base_model_path", str(base)])
+    assert study.model_type == "ae_llm" and study.task == "question_answering"
+    assert [p.name for p in study.pairings] == ["tesla"] and study.corpus_a["max_train_samples"] == 500
+    assert study.pairings[0].data["articles"] == ["Nikola_Tesla"]
+    names = [m.name for m in study.methods]
+    assert names[:4] == ["full", "lora-r4", "lora-r8", "lora-r16"] and "routed" in names
+    assert {m.kind for m in study.methods} == {"full", "lora", "routed"}
+
+
 def test_adapter_loads_with_remote_code_where_lmforge_is_missing(tmp_path):
     tiny_model("aksis").save_pretrained(tmp_path / "base")
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), LoraConfig(task_type="CAUSAL_LM"))
