@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from datasets import Dataset, DatasetDict, load_dataset
 from transformers import AutoModelForCausalLM, set_seed
 from trl import SFTConfig, SFTTrainer
@@ -39,7 +38,7 @@ from ..models.aksis.tokenization_aksis import CHAT_TEMPLATE as AKSIS_CHAT_TEMPLA
 from .arguments import ModelArguments
 from .builders import limit_rows, load_tokenizer
 from .recipe import parse_objective_recipe
-from .trainer import JsonTrainingArgumentsMixin
+from .trainer import JsonTrainingArgumentsMixin, train_evaluate_save
 
 logger = logging.getLogger("lmforge")
 
@@ -227,17 +226,9 @@ def run_sft(recipe: dict[str, Any], source: str = "recipe") -> dict[str, float]:
         recipe, (ModelArguments, ChatDataArguments, ChatSFTConfig), source
     )
     set_seed(config.seed)
-    trainer = build_sft_trainer(model_args, data_args, config)
-    trainer.train()
-    trainer.save_model()
-    metrics: dict[str, float] = trainer.evaluate() if trainer.eval_dataset is not None else {}
-    if trainer.is_world_process_zero():
-        if metrics:
-            trainer.log_metrics("eval", metrics)
-            trainer.save_metrics("eval", metrics)
-        output_dir = Path(str(config.output_dir))
-        (output_dir / "recipe.yaml").write_text(yaml.safe_dump(dict(recipe), sort_keys=False), encoding="utf-8")
-        logger.info("Chat-tuned model saved in %s; try it with: lmforge chat --model-path %s", output_dir, output_dir)
+    metrics = train_evaluate_save(build_sft_trainer(model_args, data_args, config), recipe)
+    output_dir = config.output_dir
+    logger.info("Chat-tuned model saved in %s; try it with: lmforge chat --model-path %s", output_dir, output_dir)
     return metrics
 
 

@@ -29,7 +29,7 @@ from ..models import get_spec
 from .arguments import ModelArguments
 from .builders import limit_rows, load_tokenizer
 from .recipe import parse_objective_recipe
-from .trainer import JsonTrainingArgumentsMixin
+from .trainer import JsonTrainingArgumentsMixin, train_evaluate_save
 
 logger = logging.getLogger("lmforge")
 
@@ -146,17 +146,8 @@ def run_dpo(recipe: dict[str, Any], source: str = "recipe") -> dict[str, float]:
         recipe, (ModelArguments, PreferenceDataArguments, PreferenceDPOConfig), source
     )
     set_seed(config.seed)
-    trainer = build_dpo_trainer(model_args, data_args, config)
-    trainer.train()
-    trainer.save_model()
-    metrics: dict[str, float] = trainer.evaluate() if trainer.eval_dataset is not None else {}
-    if trainer.is_world_process_zero():
-        if metrics:
-            trainer.log_metrics("eval", metrics)
-            trainer.save_metrics("eval", metrics)
-        output_dir = Path(str(config.output_dir))
-        (output_dir / "recipe.yaml").write_text(yaml.safe_dump(dict(recipe), sort_keys=False), encoding="utf-8")
-        logger.info("DPO done; model saved in %s", output_dir)
+    metrics = train_evaluate_save(build_dpo_trainer(model_args, data_args, config), recipe)
+    logger.info("DPO done; model saved in %s", config.output_dir)
     return metrics
 
 

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 
@@ -112,3 +113,18 @@ class LogFileCallback(TrainerCallback):
 
 
 __all__ = ["TRAINING_ARGS_JSON", "LmforgeTrainer", "LogFileCallback", "add_perplexity"]
+
+
+def train_evaluate_save(trainer: Trainer, recipe: dict[str, Any]) -> dict[str, float]:
+    """Train, save the model (or adapter) and its tokenizer, evaluate when there is held-out data, and write the
+    metrics and the recipe beside the model (the main process only): the end of a TRL objective's run."""
+    trainer.train()
+    trainer.save_model()
+    metrics: dict[str, float] = trainer.evaluate() if trainer.eval_dataset is not None else {}
+    if trainer.is_world_process_zero():
+        if metrics:
+            trainer.log_metrics("eval", metrics)
+            trainer.save_metrics("eval", metrics)
+        output_dir = Path(str(trainer.args.output_dir))
+        (output_dir / "recipe.yaml").write_text(yaml.safe_dump(dict(recipe), sort_keys=False), encoding="utf-8")
+    return metrics
