@@ -159,7 +159,7 @@ def test_rule_6_the_pipeline_plan_covers_the_base_models_children(model_type: st
 
 
 TP_SCRIPT = """
-import sys, torch
+import os, sys, torch
 import lmforge
 from lmforge.models import AksisForCausalLM
 model = AksisForCausalLM.from_pretrained(sys.argv[1], tp_plan="auto")
@@ -168,7 +168,9 @@ ids = torch.tensor([[5, 6, 7, 8, 9]])
 with torch.no_grad():
     difference = (model(input_ids=ids).logits - whole(input_ids=ids).logits).abs().max()
 sharded = type(model.model.layers[0].mlp.up_proj.weight).__name__
-print("RESULT", float(difference), sharded, flush=True)
+# one file per rank: the two processes share stdout, where their lines can interleave
+with open(os.path.join(sys.argv[2], "rank" + os.environ["RANK"] + ".txt"), "w") as out:
+    out.write(str(float(difference)) + " " + sharded)
 """
 
 
@@ -192,8 +194,12 @@ def test_tensor_parallel_from_pretrained_under_torchrun_on_cpu(tmp_path: Path) -
         str(tmp_path / "tp.py"),
     ]
     result = subprocess.run(
-        [*command, str(tmp_path / "model")], capture_output=True, text=True, timeout=600, env={**os.environ}
+        [*command, str(tmp_path / "model"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    results = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("RESULT")]
+    results = [(tmp_path / f"rank{rank}.txt").read_text().split() for rank in (0, 1)]
     assert len(results) == 2 and all(float(diff) < 1e-5 and kind == "DTensor" for diff, kind in results), results
