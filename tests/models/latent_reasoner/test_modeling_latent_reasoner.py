@@ -541,9 +541,12 @@ def test_interpolation_endpoints(
     model: LatentReasonerForConditionalGeneration, encoder_tokenizer: PreTrainedTokenizerFast
 ) -> None:
     text_a, text_b = "the cat sat on a mat", "rain fell all day long in the park"
-    idea_a = model.get_latent_vector(text_a, tokenizer=encoder_tokenizer)
-    idea_b = model.get_latent_vector(text_b, tokenizer=encoder_tokenizer)
+    idea_a = model.get_latent_vector(text_a, tokenizer=encoder_tokenizer)[None]  # one text: (idea_size,)
+    idea_b = model.get_latent_vector(text_b, tokenizer=encoder_tokenizer)[None]
     assert idea_a.shape == (1, 16) and not torch.equal(idea_a, idea_b)
+    both = model.get_latent_vector([text_a, text_b], tokenizer=encoder_tokenizer)  # a batch keeps (B, idea_size)
+    assert both.shape == (2, 16)
+    torch.testing.assert_close(both, torch.cat([idea_a, idea_b]), rtol=1e-5, atol=1e-5)
     settings = {"max_new_tokens": 8, "do_sample": False}
     from_a = model.generate(idea_vectors=idea_a, **settings)
     from_b = model.generate(idea_vectors=idea_b, **settings)

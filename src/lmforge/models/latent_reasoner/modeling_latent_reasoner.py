@@ -934,7 +934,9 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         r"""
-        The idea vectors (B, idea_size) of texts: encoder, mask-aware mean pooling, compression MLP.
+        The idea vectors of texts: encoder, mask-aware mean pooling, compression MLP. One text (a `str`, or token ids
+        of shape `(S,)`) gives one vector of shape `(idea_size,)`, as the seed's `get_latent_vector`; a batch gives
+        `(B, idea_size)`, which is what `generate(idea_vectors=...)` takes (`vector[None]` for one).
 
         Args:
             texts_or_input_ids (`str`, list of `str`, or `torch.LongTensor` of shape `(B, S)` or `(S,)`):
@@ -946,6 +948,19 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
 
         Runs without gradients in the model's current mode (call `model.eval()` to switch off dropout).
         """
+        idea_vectors = self._idea_vectors(texts_or_input_ids, tokenizer, attention_mask)  # (B, I)
+        single = isinstance(texts_or_input_ids, str) or (
+            isinstance(texts_or_input_ids, torch.Tensor) and texts_or_input_ids.dim() == 1
+        )
+        return idea_vectors[0] if single else idea_vectors
+
+    def _idea_vectors(
+        self,
+        texts_or_input_ids: str | Sequence[str] | torch.Tensor,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The idea vectors (B, idea_size), one text included."""
         input_ids, attention_mask = self._encoder_inputs(texts_or_input_ids, tokenizer, attention_mask)
         idea_vectors, _ = self.encode(input_ids, attention_mask)
         return idea_vectors
@@ -976,8 +991,8 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
 
         Returns what `generate` returns: decoder token ids by default (decode them with the decoder tokenizer).
         """
-        idea_a = self.get_latent_vector(text_a, tokenizer=tokenizer)  # (B, I)
-        idea_b = self.get_latent_vector(text_b, tokenizer=tokenizer)  # (B, I)
+        idea_a = self._idea_vectors(text_a, tokenizer=tokenizer)  # (B, I)
+        idea_b = self._idea_vectors(text_b, tokenizer=tokenizer)  # (B, I)
         idea_vectors = (1.0 - alpha) * idea_a + alpha * idea_b
         return self.generate(idea_vectors=idea_vectors, **generate_kwargs)
 
