@@ -1,6 +1,6 @@
 """Tiny saved model folders as training runs leave them (model, tokenizer(s), code, recipe, eval results), for the
 tests of sharing and serving: copies of the golden folders (`golden_copy`, tests/data/golden, whose greedy ids are
-committed; `save_*` names the copy of one architecture). And what those
+committed). And what those
 folders must write, computed without `generate()`: `oracle_text` and `oracle_chat_text` (the independent greedy
 loop of tests/models/contract.py on the ids lmforge's rules give the model)."""
 
@@ -14,15 +14,11 @@ import yaml
 
 from lmforge.hub.remote_code import add_remote_code
 
+from . import golden
 from .golden import golden_folder
 from .models.contract import oracle_generate
-from .models.latent_reasoner.test_modeling_latent_reasoner import (
-    WORDS,
-)
 
-QA_TEXTS = ["who wrote hamlet?", "shakespeare wrote it.", "what is the capital of france?", "paris is the capital."]
-LATENT_TEXT_A = "the cat sat on a mat"
-LATENT_TEXT_B = "rain fell all day long"
+LATENT_TEXT_A, LATENT_TEXT_B = golden.PROMPTS["latent_reasoner"]
 
 
 def _write_run_files(folder: Path, recipe: dict, eval_results: dict) -> None:
@@ -30,25 +26,6 @@ def _write_run_files(folder: Path, recipe: dict, eval_results: dict) -> None:
     (folder / "eval_results.json").write_text(json.dumps(eval_results), encoding="utf-8")
 
 
-def save_char_transformer(folder: Path) -> Path:
-    return golden_copy("char_transformer", folder)
-
-
-def save_ae_llm(folder: Path) -> Path:
-    return golden_copy("ae_llm", folder)
-
-
-def save_latent_reasoner(folder: Path) -> Path:
-    return golden_copy("latent_reasoner", folder)
-
-
-# An input of the kind each architecture was built for (the first golden prompt of each).
-PROMPTS = {
-    "aksis": "First Citizen:",
-    "char_transformer": "First Citizen:",
-    "ae_llm": "who wrote hamlet?",
-    "latent_reasoner": LATENT_TEXT_A,
-}
 RUN_FILES: dict[str, tuple[dict[str, Any], dict[str, float]]] = {
     "aksis": (
         {"model_type": "aksis", "train_file": "data/tinyshakespeare/input.txt", "max_steps": 40},
@@ -165,16 +142,10 @@ def oracle_chat_text(model_type: str, folder: Path, messages: list[dict[str, str
 __all__ = [
     "LATENT_TEXT_A",
     "LATENT_TEXT_B",
-    "PROMPTS",
-    "QA_TEXTS",
-    "WORDS",
     "golden_copy",
     "load_auto",
     "oracle_chat_text",
     "oracle_decode",
     "oracle_text",
     "perplexity_by_hand",
-    "save_ae_llm",
-    "save_char_transformer",
-    "save_latent_reasoner",
 ]

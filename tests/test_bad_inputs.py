@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from lmforge.cli.main import main
 
 from .conftest import REPO_ROOT, TINY_AKSIS
-from .saved_models import save_ae_llm
+from .saved_models import golden_copy
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 SRC = REPO_ROOT / "src" / "lmforge"
@@ -141,7 +141,7 @@ def inputs(tmp_path_factory, trained_aksis_dir: Path, tiny_text_file: Path) -> d
     (pickled / "model.safetensors").unlink()
     torch.save(state, pickled / "pytorch_model.bin")  # a real pickled checkpoint, as older tools write
     files.update(unknown_type_model=unknown, no_weights=no_weights, corrupt=corrupt, no_tokenizer=no_tokenizer)
-    files.update(ae_llm_model=save_ae_llm(root / "ae_llm_model"), corpus=tiny_text_file)
+    files.update(ae_llm_model=golden_copy("ae_llm", root / "ae_llm_model"), corpus=tiny_text_file)
     files["pickled"] = pickled
     return {name: str(path) for name, path in files.items()}
 

@@ -20,7 +20,7 @@ from lmforge.hub.push import UploadPlan, model_upload_plan, space_upload_plan, u
 from lmforge.hub.remote_code import add_remote_code, remote_code_updates
 
 from .conftest import python_without_lmforge
-from .saved_models import oracle_text, save_ae_llm, save_latent_reasoner
+from .saved_models import golden_copy, oracle_text
 
 
 @pytest.fixture()
@@ -32,7 +32,7 @@ def aksis_dir(trained_aksis_dir: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def seq2seq_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("seq2seq")
-    return {"ae_llm": save_ae_llm(root / "ae_llm"), "latent_reasoner": save_latent_reasoner(root / "latent_reasoner")}
+    return {model_type: golden_copy(model_type, root / model_type) for model_type in ("ae_llm", "latent_reasoner")}
 
 
 def metadata(card: ModelCard) -> dict:
@@ -156,7 +156,7 @@ def test_remote_code_is_restored_when_missing(aksis_dir: Path) -> None:
 def test_question_answering_card_shows_the_baseline_and_the_learned_pairs(tmp_path: Path) -> None:
     """An AE-LLM card puts the baseline and the train pairs the model learned beside its validation scores, and its
     model-index holds the learned pairs' exact match and F1 as a second (train) result."""
-    folder = shutil.copytree(save_ae_llm(tmp_path / "made"), tmp_path / "ae_llm")
+    folder = golden_copy("ae_llm", tmp_path / "ae_llm")
     results = {
         "eval_exact_match": 0.1,
         "eval_f1": 0.2,

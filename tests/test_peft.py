@@ -745,10 +745,10 @@ def test_shipped_forgetting_recipe_parses(shared_data, monkeypatch):
 def test_shipped_ae_llm_forgetting_recipe_parses(shared_data, tmp_path, monkeypatch):
     """recipes/ae_llm/forgetting.yaml on a saved AE-LLM (here the tiny golden one): corpus A comes from the model's
     recipe, corpus B is a disjoint SQuAD article, and every method of the issue is there (full, LoRA r4/8/16, routed)."""
-    from .saved_models import save_ae_llm
+    from .saved_models import golden_copy
 
     monkeypatch.chdir(REPO_ROOT)  # its data paths are relative to the repository root
-    base = save_ae_llm(tmp_path / "base")
+    base = golden_copy("ae_llm", tmp_path / "base")
     squad = shared_data / "squad-v1.1" / "dev-v1.1.shared.json"
     corpus_a = {"model_type": "ae_llm", "train_file": str(squad), "qa_input": "question", "max_train_samples": 500}
     (base / "recipe.yaml").write_text(yaml.safe_dump(corpus_a))  # as the seed recipes leave it
