@@ -311,12 +311,9 @@ def _summary(folder: ModelFolder) -> str:
 
 def _results_section(folder: ModelFolder) -> str:
     lines = []
-    metrics = [metric for metric in result_metrics(folder) if not metric[0].startswith("baseline_")]
-    baseline = {
-        name.removeprefix("baseline_"): value
-        for name, _, value in result_metrics(folder)
-        if name.startswith("baseline_")
-    }
+    every = result_metrics(folder)
+    metrics = [metric for metric in every if not metric[0].startswith("baseline_")]
+    baseline = {name.removeprefix("baseline_"): value for name, _, value in every if name.startswith("baseline_")}
     learned = {name: value for name, _, value in result_metrics(folder, "train_")}
     if metrics:
         columns = ["metric", "value"]

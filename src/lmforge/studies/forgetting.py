@@ -52,12 +52,12 @@ from transformers import (
 )
 
 from ..adapters import count_parameters
-from ..data import load_squad, tokenize_and_group
+from ..data import tokenize_and_group
 from ..errors import LmforgeError
 from ..models import SPECS
 from ..training.arguments import CausalLMDataArguments, LmforgeTrainingArguments
 from ..training.builders import limit_rows, load_raw_text
-from ..training.qa import answer_scores, generate_answers
+from ..training.qa import answer_scores, generate_answers, load_question_answer_pairs
 from ..training.recipe import apply_overrides, check_recipe, parse_recipe, read_recipe, resolve_model_type
 from ..training.run import run_training, setup_logging
 from ..training.trainer import LmforgeTrainer
@@ -487,16 +487,7 @@ class QuestionTask(StudyTask):
         key = json.dumps(data, sort_keys=True, default=str)
         if key not in self._cache:
             data_args, _ = self._args(data)
-            loaded = load_squad(
-                data_args.dataset_name,
-                data_args.dataset_config_name,
-                data_args.train_file,
-                data_args.validation_file,
-                data_args.validation_split_percentage,
-                data_args.qa_input,
-                articles=data_args.articles,
-                validation_articles=data_args.validation_articles,
-            )
+            loaded = load_question_answer_pairs(data_args)
             train = loaded["train"]
             learned = limit_rows(train, data_args.max_train_samples)
             titles = set(learned["title"])

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 import yaml
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset, DatasetDict, concatenate_datasets
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, PreTrainedTokenizerBase
@@ -460,6 +460,20 @@ def _latent_note(metrics: dict[str, float]) -> str:
     return f"; latent MSE {metrics['latent_mse']:.5f} ({metrics['latent_relative_mse']:.4f} of the latents' variance)"
 
 
+def load_question_answer_pairs(data_args: QuestionAnsweringDataArguments) -> DatasetDict:
+    """The SQuAD pairs a recipe's data keys name, split by article (train / validation)."""
+    return load_squad(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        data_args.train_file,
+        data_args.validation_file,
+        data_args.validation_split_percentage,
+        data_args.qa_input,
+        articles=data_args.articles,
+        validation_articles=data_args.validation_articles,
+    )
+
+
 @register_task(
     "question_answering",
     model_arguments=QuestionAnsweringModelArguments,
@@ -472,16 +486,7 @@ def build_question_answering(
 ) -> TrainingSetup:
     """AE-LLM on SQuAD, one phase per run (see the module docstring)."""
     phase = check_phase(model_args)
-    raw = load_squad(
-        data_args.dataset_name,
-        data_args.dataset_config_name,
-        data_args.train_file,
-        data_args.validation_file,
-        data_args.validation_split_percentage,
-        data_args.qa_input,
-        articles=data_args.articles,
-        validation_articles=data_args.validation_articles,
-    )
+    raw = load_question_answer_pairs(data_args)
     # max_train_samples: 500 keeps the first 500 train pairs, as the seed did.
     train_pairs = limit_rows(raw["train"], data_args.max_train_samples)
     validation_pairs = limit_rows(raw["validation"], data_args.max_eval_samples)
@@ -555,6 +560,7 @@ __all__ = [
     "build_question_answering",
     "check_phase",
     "generate_answers",
+    "load_question_answer_pairs",
     "most_frequent_answer",
     "reconstruction_accuracy",
     "reconstruction_dataset",
