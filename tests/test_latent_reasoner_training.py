@@ -5,6 +5,7 @@ here and saved to folders, so they load through the same `from_pretrained` paths
 """
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,14 @@ from lmforge.inference import GenerationSettings, TextGenerator
 from lmforge.loading import load_model_and_processor
 from lmforge.models import LatentReasonerProcessor
 from lmforge.training import LmforgeTrainer, parse_recipe, run_training
-from lmforge.training.summarization import build_summarization
+from lmforge.training.summarization import (
+    POOLED_COLUMN,
+    PROMPTED_DECODER_PROMPT,
+    build_summarization,
+    decoder_causal_lm,
+    prompted_decoder_summaries,
+    score_summaries,
+)
 
 from .models.contract import oracle_generate
 
@@ -241,7 +249,8 @@ def test_offline_backbone_paths_of_installed_packages() -> None:
 
 
 def test_builder_trains_only_the_mlps(backbones: tuple[Path, Path], dialogue_file: Path, tmp_path: Path) -> None:
-    model_args, data_args, training_args = parse_recipe(tiny_recipe(backbones, dialogue_file, tmp_path))
+    recipe = tiny_recipe(backbones, dialogue_file, tmp_path, cache_encoder_outputs=False)  # the live encoder path
+    model_args, data_args, training_args = parse_recipe(recipe)
     setup = build_summarization(model_args, data_args, training_args)
     model = setup.model
     assert {name for name, p in model.named_parameters() if p.requires_grad} == mlp_names(model)
@@ -266,6 +275,91 @@ def test_builder_trains_only_the_mlps(backbones: tuple[Path, Path], dialogue_fil
 
     batch = setup.data_collator([setup.train_dataset[i] for i in range(3)])
     assert set(batch) == {"input_ids", "attention_mask", "labels"} and (batch["labels"] == -100).any()
+
+
+def test_cached_encoder_path_gives_the_live_loss_and_trains(
+    backbones: tuple[Path, Path], dialogue_file: Path, tmp_path: Path
+) -> None:
+    """The default with a frozen encoder: the encoder runs once over the data (a `datasets.map` cached to disk), the
+    batches hold its pooled outputs, and the loss equals the live path's, where the encoder reads every batch."""
+    recipe = tiny_recipe(
+        backbones, dialogue_file, tmp_path, train_sampling_strategy="group_by_length", eval_strategy="steps"
+    )
+    model_args, data_args, training_args = parse_recipe({**recipe, "eval_steps": 2})
+    setup = build_summarization(model_args, data_args, training_args)
+    live = build_summarization(*parse_recipe({**recipe, "cache_encoder_outputs": False}))
+    model = setup.model.eval()
+    assert setup.train_dataset.column_names == ["labels", POOLED_COLUMN, "length"]
+    assert setup.train_dataset.cache_files  # written to disk, named by the fingerprint of data and encoder
+    rows = [setup.train_dataset[i] for i in range(4)]
+    assert [row["length"] for row in rows] == [len(row["labels"]) for row in rows]
+    cached_batch = setup.data_collator(rows)
+    live_batch = live.data_collator([live.train_dataset[i] for i in range(4)])
+    assert set(cached_batch) == {POOLED_COLUMN, "labels"} and cached_batch[POOLED_COLUMN].shape == (4, 32)
+    torch.testing.assert_close(cached_batch["labels"], live_batch["labels"])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            cached_batch[POOLED_COLUMN],
+            model.pool_encoder_output(live_batch["input_ids"], live_batch["attention_mask"]),
+        )
+        cached_loss = model(**cached_batch).loss
+        live_loss = model(**live_batch).loss
+    torch.testing.assert_close(cached_loss, live_loss)
+    # The same map again reads the cache file instead of running the encoder.
+    again = build_summarization(model_args, data_args, training_args).train_dataset
+    assert (
+        again.cache_files == setup.train_dataset.cache_files and again._fingerprint == setup.train_dataset._fingerprint
+    )
+
+    # The Trainer trains through it (length-grouped batches, evaluation on the cached validation rows too).
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    model.train()
+    trainer = LmforgeTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=setup.train_dataset,
+        eval_dataset=setup.eval_dataset,
+        data_collator=setup.data_collator,
+        processing_class=setup.tokenizer,  # type: ignore[arg-type]
+    )
+    result = trainer.train()
+    assert result.global_step == 6 and math.isfinite(result.training_loss)
+    assert math.isfinite(trainer.evaluate()["eval_loss"])
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == mlp_names(model)
+
+    unfrozen = {**recipe, "config_overrides": {**recipe["config_overrides"], "freeze_encoder": False}}
+    with pytest.raises(LmforgeError, match="cache_encoder_outputs needs a frozen encoder"):
+        build_summarization(*parse_recipe({**unfrozen, "cache_encoder_outputs": True}))
+    assert "input_ids" in build_summarization(*parse_recipe(unfrozen)).train_dataset.column_names
+
+
+def test_prompted_decoder_baseline_is_the_frozen_decoder_alone_through_the_same_scorer(
+    backbones: tuple[Path, Path], dialogue_file: Path, tmp_path: Path
+) -> None:
+    setup = build_summarization(*parse_recipe(tiny_recipe(backbones, dialogue_file, tmp_path)))
+    model, tokenizers = setup.model.eval(), setup.tokenizer
+    causal_lm = decoder_causal_lm(model)
+    assert causal_lm.lm_head is model.lm_head and causal_lm.transformer is model.model.decoder  # shared, not copied
+    dialogues = [dialogue for dialogue, _ in DIALOGUES[:5]]
+    references = [summary for _, summary in DIALOGUES[:5]]
+    summaries = prompted_decoder_summaries(model, tokenizers.decoder_tokenizer, dialogues, 20, 6, 2, False)
+    assert len(summaries) == 5
+
+    # What the backbone decoder, loaded on its own, writes for the same prompts (one at a time: no padding).
+    decoder = GPT2LMHeadModel.from_pretrained(backbones[1]).eval()
+    tokenizer = tokenizers.decoder_tokenizer
+    for dialogue, summary in zip(dialogues, summaries, strict=True):
+        prompt = PROMPTED_DECODER_PROMPT.format(dialogue=tokenizer.decode(tokenizer(dialogue)["input_ids"][:20]))
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        output = decoder.generate(ids, max_new_tokens=6, do_sample=False, no_repeat_ngram_size=3, pad_token_id=0)
+        assert summary == tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+    scores = score_summaries(summaries, references)
+    lead_scores = score_summaries([lead_3(dialogue) for dialogue in dialogues], references)
+    assert set(scores) == set(lead_scores) == {*ROUGE_KEYS, "distinct_summaries"}
+    assert scores["distinct_summaries"] == len(set(summaries))
+    assert score_summaries(["same", "same", "other"], ["a", "b", "c"])["distinct_summaries"] == 2
 
 
 @pytest.mark.parametrize(
@@ -331,6 +425,11 @@ def test_training_changes_only_the_mlps_and_reports_rouge_next_to_lead_3(
             expected = 100 * sum(score[key].fmeasure for score in scores) / len(scores)
             assert metrics[f"{name}_{key}"] == pytest.approx(expected, rel=0.03, abs=0.5), (name, key)
     assert metrics["lead3_rouge1"] > 0  # LEAD-3 shares words with the reference summaries
+    # The frozen decoder alone, prompted, is scored by the same function, next to the model and LEAD-3.
+    for name in ("eval", "lead3", "prompted_decoder"):
+        assert {f"{name}_{key}" for key in (*ROUGE_KEYS, "distinct_summaries")} <= set(metrics)
+    assert metrics["lead3_distinct_summaries"] == len({row["lead3"] for row in rows})
+    assert metrics["prompted_decoder_distinct_summaries"] == len({row["prompted_decoder"] for row in rows})
 
 
 def test_building_from_a_saved_model(

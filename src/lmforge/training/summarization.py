@@ -11,12 +11,20 @@ written by the decoder: `labels` are the summary's decoder tokens plus the decod
 (truncated to `max_target_length` in all), padded with -100 by `DataCollatorForSeq2Seq`; the model builds the
 decoder inputs from them (the BART convention).
 
+With a frozen encoder (the default), `cache_encoder_outputs` (default: on when the encoder is frozen) runs the encoder
+once over the train and validation rows, a `datasets.map` cached to disk: the rows then hold the mean-pooled encoder
+output (`pooled_encoder_output`, which the model's `forward` takes in place of the text) and `labels`, and a training
+step runs only the MLPs and the decoder. The encoder is run in eval mode (no dropout) for the cache.
+
 After training, the `post_train` hook writes a summary of every validation dialogue (greedy, batched through
-`generate()`) and reports ROUGE-1/2/L/Lsum (0-100) as `eval_rouge*`, next to the same scores of the LEAD-3 baseline
-(the first three utterances of the dialogue) as `lead3_rouge*`; `predictions.jsonl` in the output folder holds every
-dialogue with its reference, the model's summary and the LEAD-3 summary.
+`generate()`) and reports ROUGE-1/2/L/Lsum (0-100) as `eval_rouge*`, next to the same scores of two references: LEAD-3
+(the first three utterances of the dialogue) as `lead3_rouge*`, and the frozen decoder alone, prompted
+`PROMPTED_DECODER_PROMPT` (`prompted_decoder_baseline`), as `prompted_decoder_rouge*`; each also counts its distinct
+summaries (`*_distinct_summaries`). All are scored by `score_summaries`. `predictions.jsonl` in the output folder holds
+every dialogue with its reference and each system's summary.
 """
 
+import copy
 import dataclasses
 import json
 import logging
@@ -25,8 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
+import torch
 from datasets import Dataset
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, PreTrainedTokenizerBase
+from datasets.fingerprint import Hasher
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    GenerationConfig,
+    PreTrainedTokenizerBase,
+)
 
 from ..backbones import load_causal_lm_from_gguf, resolve_backbone
 from ..data import lead_3, load_summarization
@@ -41,6 +60,8 @@ from .tasks import register_task
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TARGET_LENGTH = 128
+# The reference of the frozen decoder alone (issue 17): how it is asked for a summary.
+PROMPTED_DECODER_PROMPT = "Summarize this dialogue: {dialogue}"
 # Summaries are written greedily without repeating any 3-gram (the setting of BART's summarization checkpoints); it
 # goes into the model's generation_config, so `lmforge generate` writes the same summaries as the evaluation.
 SUMMARY_GENERATION = {"do_sample": False, "num_beams": 1, "no_repeat_ngram_size": 3}
@@ -67,6 +88,17 @@ class SummarizationDataArguments(Seq2SeqDataArguments):
 
     source_column: str | None = field(default=None, metadata={"help": "The input column (default: dialogue)."})
     target_column: str | None = field(default=None, metadata={"help": "The output column (default: summary)."})
+    prompted_decoder_baseline: bool = field(
+        default=True,
+        metadata={"help": "After training, also score the frozen decoder alone, prompted to summarize each dialogue."},
+    )
+    cache_encoder_outputs: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Run the frozen encoder once over the data (cached to disk) and train on its pooled outputs "
+            "(default: when the encoder is frozen)."
+        },
+    )
 
 
 def config_fields(spec: ModelSpec) -> list[str]:
@@ -208,6 +240,71 @@ def tokenize_summaries(
     )
 
 
+POOLED_COLUMN = "pooled_encoder_output"
+LENGTH_COLUMN = "length"
+ENCODE_BATCH_SIZE = 32
+
+
+def add_pooled_encoder_outputs(
+    tokenized: Dataset,
+    model: Any,
+    encoder_tokenizer: PreTrainedTokenizerBase,
+    batch_size: int = ENCODE_BATCH_SIZE,
+    cache_dir: Path | None = None,
+) -> Dataset:
+    """The frozen encoder run once over a tokenized dataset (`datasets.map`, cached to disk): `input_ids` and
+    `attention_mask` become `pooled_encoder_output` (the encoder's mean-pooled output, what
+    `forward(pooled_encoder_output=)` takes), and `length` is the row's decoder tokens (for length bucketing).
+
+    The encoder runs in eval mode (no dropout) without gradients. The cache file is named by a fingerprint of the
+    dataset and the encoder's weights, so a second run on the same data and encoder reads it instead of encoding
+    (`cache_dir`: default the datasets cache).
+    """
+    encoder = model.model.encoder
+    fingerprint = Hasher.hash([tokenized._fingerprint, POOLED_COLUMN, encoder.state_dict()])
+    folder = Path(cache_dir) if cache_dir is not None else Path(datasets.config.HF_DATASETS_CACHE) / "lmforge"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        features = [
+            {"input_ids": ids, "attention_mask": mask}
+            for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
+        ]
+        padded = encoder_tokenizer.pad(features, return_tensors="pt")
+        with torch.no_grad():
+            pooled = model.pool_encoder_output(padded["input_ids"].to(encoder.device), padded["attention_mask"])
+        return {
+            POOLED_COLUMN: pooled.float().cpu().numpy(),
+            LENGTH_COLUMN: [len(labels) for labels in batch["labels"]],
+        }
+
+    with eval_mode(model):
+        return tokenized.map(
+            encode,
+            batched=True,
+            batch_size=batch_size,
+            remove_columns=["input_ids", "attention_mask"],
+            cache_file_name=str(folder / f"pooled-encoder-output-{fingerprint}.arrow"),
+            new_fingerprint=fingerprint,
+            desc="Encoding the sources once (frozen encoder)",
+        )
+
+
+@dataclass
+class PooledEncoderCollator:
+    """Batches of the cached-encoder path: the rows' `pooled_encoder_output` stacked (B, H) and their `labels` padded
+    with -100 to the longest in the batch (other columns, such as `length`, are left out)."""
+
+    label_pad_token_id: int = -100
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        labels = [torch.as_tensor(feature["labels"], dtype=torch.long) for feature in features]
+        return {
+            POOLED_COLUMN: torch.stack([torch.as_tensor(feature[POOLED_COLUMN]) for feature in features]).float(),
+            "labels": torch.nn.utils.rnn.pad_sequence(labels, batch_first=True, padding_value=self.label_pad_token_id),
+        }
+
+
 def generate_summaries(
     model: Any,
     tokenizers: Any,
@@ -229,6 +326,71 @@ def rouge_percent(predictions: list[str], references: list[str]) -> dict[str, fl
     return {key: 100.0 * value for key, value in rouge(predictions, references).items()}
 
 
+def score_summaries(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """What every system of the evaluation is scored with: `rouge_percent` (rouge_score, Porter stemming, mean
+    F-measure x 100; rougeL is the sentence-level LCS, rougeLsum the summary-level one over newline-split
+    sentences), and `distinct_summaries`, how many different summaries it wrote."""
+    return {**rouge_percent(predictions, references), "distinct_summaries": float(len(set(predictions)))}
+
+
+def decoder_causal_lm(model: Any) -> Any:
+    """The LatentReasoner's frozen decoder as the causal LM it was built from: a `AutoModelForCausalLM` of
+    `config.decoder` whose base model and LM head are the LatentReasoner's own modules (shared, not copied)."""
+    with torch.device("meta"):  # the fresh weights are replaced at once: never allocate them
+        causal_lm: Any = AutoModelForCausalLM.from_config(model.config.decoder)
+    setattr(causal_lm, causal_lm.base_model_prefix, model.model.decoder)
+    causal_lm.set_output_embeddings(model.lm_head)
+    causal_lm.generation_config = GenerationConfig(**SUMMARY_GENERATION)
+    return causal_lm.eval()
+
+
+def prompted_decoder_summaries(
+    model: Any,
+    decoder_tokenizer: PreTrainedTokenizerBase,
+    dialogues: list[str],
+    max_dialogue_tokens: int,
+    max_new_tokens: int,
+    batch_size: int,
+    show_progress: bool = True,
+) -> list[str]:
+    """The reference of the frozen decoder alone: its summary of each dialogue when prompted
+    `PROMPTED_DECODER_PROMPT` (through its chat template as a user message, when the tokenizer has one), written
+    with the settings of the model's summaries (greedy, no repeated 3-gram, `max_new_tokens`), `batch_size`
+    left-padded prompts per `generate()` call. A dialogue keeps its first `max_dialogue_tokens` decoder tokens."""
+    causal_lm = decoder_causal_lm(model)
+    tokenizer = copy.copy(decoder_tokenizer)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    chat = getattr(tokenizer, "chat_template", None) is not None
+    prompts = []
+    for dialogue in dialogues:
+        ids = tokenizer(dialogue, add_special_tokens=False)["input_ids"][:max_dialogue_tokens]
+        text = PROMPTED_DECODER_PROMPT.format(dialogue=tokenizer.decode(ids))
+        if chat:
+            rendered: Any = tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+            )
+            text = str(rendered)
+        prompts.append(text)
+    summaries: list[str] = []
+    eos = causal_lm.config.eos_token_id
+    for start in tqdm(range(0, len(prompts), batch_size), desc="Prompted decoder", disable=not show_progress):
+        encoded = tokenizer(
+            prompts[start : start + batch_size], add_special_tokens=not chat, padding=True, return_tensors="pt"
+        )
+        with torch.no_grad():
+            output = causal_lm.generate(
+                **encoded.to(causal_lm.device),
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=eos,
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        summaries.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    return summaries
+
+
 @dataclass
 class SummaryScorer:
     """The `post_train` hook: ROUGE of the model's summaries of the validation dialogues, and of LEAD-3."""
@@ -239,6 +401,7 @@ class SummaryScorer:
     batch_size: int
     output_dir: Path
     show_progress: bool
+    prompted_decoder: bool = True
 
     def __call__(self, trainer: Any, setup: TrainingSetup) -> dict[str, float]:
         model: Any = trainer.model
@@ -257,45 +420,57 @@ class SummaryScorer:
                 self.show_progress,
             )
         seconds = time.monotonic() - started
-        leads = [lead_3(dialogue) for dialogue in dialogues]
-        model_scores = rouge_percent(predictions, references)
-        lead_scores = rouge_percent(leads, references)
+        # Every system's summaries, scored by the same function (prefix of its metrics, column of the table).
+        systems: dict[str, tuple[str, list[str]]] = {
+            "summary": ("eval", predictions),
+            "lead3": ("lead3", [lead_3(dialogue) for dialogue in dialogues]),
+        }
+        if self.prompted_decoder:
+            with eval_mode(model):
+                prompted = prompted_decoder_summaries(
+                    model,
+                    tokenizers.decoder_tokenizer,
+                    dialogues,
+                    self.max_source_length,
+                    self.max_new_tokens,
+                    self.batch_size,
+                    self.show_progress,
+                )
+            systems["prompted_decoder"] = ("prompted_decoder", prompted)
+        scores = {column: score_summaries(texts, references) for column, (_, texts) in systems.items()}
 
         metrics: dict[str, float] = {
             "eval_summaries": float(len(predictions)),
             "eval_summary_seconds": seconds,
             "eval_summary_words": sum(len(p.split()) for p in predictions) / len(predictions),
         }
-        metrics.update({f"eval_{key}": value for key, value in model_scores.items()})
-        metrics.update({f"lead3_{key}": value for key, value in lead_scores.items()})
-        self.write_predictions(dialogues, references, predictions, leads)
-        lines = [f"{'':<10}{'model':>8}{'LEAD-3':>8}"] + [
-            f"{key:<10}{model_scores[key]:>8.2f}{lead_scores[key]:>8.2f}" for key in model_scores
+        for column, (prefix, _) in systems.items():
+            metrics.update({f"{prefix}_{key}": value for key, value in scores[column].items()})
+        self.write_predictions(dialogues, references, {column: texts for column, (_, texts) in systems.items()})
+        titles = {"summary": "model", "lead3": "LEAD-3", "prompted_decoder": "decoder"}
+        lines = [f"{'':<19}" + "".join(f"{titles[column]:>9}" for column in systems)] + [
+            f"{key:<19}" + "".join(f"{scores[column][key]:>9.2f}" for column in systems) for key in scores["summary"]
         ]
         logger.info(
-            "ROUGE (0-100) of %d validation summaries, written in %.0fs:\n%s",
+            "ROUGE (rouge_score, stemmed, F x 100; rougeL sentence-level LCS, rougeLsum summary-level) of %d "
+            "validation summaries (model written in %.0fs; decoder: the frozen decoder alone, prompted %r):\n%s",
             len(predictions),
             seconds,
+            PROMPTED_DECODER_PROMPT,
             "\n".join(lines),
         )
         return metrics
 
-    def write_predictions(
-        self, dialogues: list[str], references: list[str], predictions: list[str], leads: list[str]
-    ) -> None:
-        """`predictions.jsonl` in the output folder: one validation dialogue per line with its summaries."""
+    def write_predictions(self, dialogues: list[str], references: list[str], systems: dict[str, list[str]]) -> None:
+        """`predictions.jsonl` in the output folder: one validation dialogue per line with every system's summary
+        (`summary`: the model's, `lead3`, `prompted_decoder` when it ran)."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with (self.output_dir / "predictions.jsonl").open("w", encoding="utf-8") as handle:
-            for row_id, dialogue, reference, prediction, lead in zip(
-                self.validation["id"], dialogues, references, predictions, leads, strict=True
+            for index, (row_id, dialogue, reference) in enumerate(
+                zip(self.validation["id"], dialogues, references, strict=True)
             ):
-                record = {
-                    "id": row_id,
-                    "dialogue": dialogue,
-                    "reference": reference,
-                    "summary": prediction,
-                    "lead3": lead,
-                }
+                record = {"id": row_id, "dialogue": dialogue, "reference": reference}
+                record.update({column: texts[index] for column, texts in systems.items()})
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
@@ -336,16 +511,41 @@ def build_summarization(
             "give a decoder whose tokenizer has an eos_token"
         )
 
+    encoder_frozen = not any(p.requires_grad for p in model.model.encoder.parameters())
+    cache_encoder = data_args.cache_encoder_outputs
+    if cache_encoder is None:
+        cache_encoder = encoder_frozen
+    if cache_encoder and not encoder_frozen:
+        raise LmforgeError(
+            "cache_encoder_outputs needs a frozen encoder (config freeze_encoder: true); a trained encoder must run "
+            "at every step"
+        )
     with training_args.main_process_first(desc="tokenizing"):
         train_dataset = tokenize_summaries(train_pairs, tokenizers, max_source_length, max_target_length, eos_token_id)
         eval_dataset = tokenize_summaries(
             validation_pairs, tokenizers, max_source_length, max_target_length, eos_token_id
         )
+        if cache_encoder:
+            train_dataset = add_pooled_encoder_outputs(train_dataset, model, tokenizers.encoder_tokenizer)
+            eval_dataset = add_pooled_encoder_outputs(eval_dataset, model, tokenizers.encoder_tokenizer)
+    data_collator: Any
+    if cache_encoder:
+        data_collator = PooledEncoderCollator()
+        if training_args.remove_unused_columns and training_args.train_sampling_strategy in (
+            "group_by_length",
+            "batch_rebalance",
+        ):
+            # The sampler reads the `length` column, which the Trainer would drop (forward takes no `length`); the
+            # collator picks its own columns anyway.
+            training_args.remove_unused_columns = False
+    else:
+        # Pads the dialogues with the encoder's pad token and the labels with -100.
+        data_collator = DataCollatorForSeq2Seq(tokenizers.encoder_tokenizer, label_pad_token_id=-100)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
         "%s (%s encoder, %s decoder): %.1fM parameters, %.3fM trained (the MLPs); %d train and %d "
-        "validation dialogues, sources <= %d and targets <= %d tokens",
+        "validation dialogues, sources <= %d and targets <= %d tokens; encoder %s",
         model_args.model_type,
         encoder_config.model_type,
         decoder_config.model_type,
@@ -355,6 +555,7 @@ def build_summarization(
         eval_dataset.num_rows,
         max_source_length,
         max_target_length,
+        "run once over the data (cached pooled outputs)" if cache_encoder else "run at every step",
     )
     scorer = SummaryScorer(
         validation=validation_pairs,
@@ -363,29 +564,35 @@ def build_summarization(
         batch_size=training_args.per_device_eval_batch_size,
         output_dir=Path(str(training_args.output_dir)),
         show_progress=not training_args.disable_tqdm,
+        prompted_decoder=data_args.prompted_decoder_baseline,
     )
     return TrainingSetup(
         model=model,
         tokenizer=tokenizers,  # type: ignore[arg-type]
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        # Pads the dialogues with the encoder's pad token and the labels with -100.
-        data_collator=DataCollatorForSeq2Seq(tokenizers.encoder_tokenizer, label_pad_token_id=-100),
+        data_collator=data_collator,
         post_train=scorer,
     )
 
 
 __all__ = [
+    "POOLED_COLUMN",
     "SUMMARY_GENERATION",
+    "PooledEncoderCollator",
     "SummarizationDataArguments",
     "SummarizationModelArguments",
     "SummaryScorer",
+    "add_pooled_encoder_outputs",
     "build_summarization",
     "config_fields",
+    "decoder_causal_lm",
     "generate_summaries",
     "load_from_backbones",
     "load_saved",
+    "prompted_decoder_summaries",
     "rouge_percent",
+    "score_summaries",
     "tokenize_summaries",
 ]
 

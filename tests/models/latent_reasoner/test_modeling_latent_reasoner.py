@@ -723,6 +723,41 @@ def test_encoder_outputs_as_tuple_and_errors(model: LatentReasonerForConditional
         model(decoder_input_ids=decoder_input_ids, **{CACHE_FIELD: DynamicCache()})
 
 
+@pytest.mark.parametrize("decoder", ["gpt2", "llama"])
+def test_pooled_encoder_output_gives_the_loss_and_gradients_of_reading_the_text(decoder: str) -> None:
+    """The cached-encoder path: `pool_encoder_output` once, then `forward(pooled_encoder_output=)` skips the
+    encoder and gives the live path's loss and MLP gradients; the bare model takes it too."""
+    model = tiny_model(decoder=decoder)  # in eval mode: the cached outputs are the encoder's without dropout
+    inputs = batch()
+    labels = torch.tensor([[5, 6, 7, 2, -100], [8, 9, 2, -100, -100]])
+    with torch.no_grad():
+        pooled = model.pool_encoder_output(**inputs)
+    assert pooled.shape == (2, model.config.encoder.hidden_size)
+    results = []
+    for encoder_side in (inputs, {"pooled_encoder_output": pooled}):
+        model.zero_grad()
+        out = model(**encoder_side, labels=labels)
+        out.loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        results.append((out, grads))
+    (live, live_grads), (cached, cached_grads) = results
+    torch.testing.assert_close(cached.loss, live.loss)
+    torch.testing.assert_close(cached.idea_vectors, live.idea_vectors)
+    assert cached_grads.keys() == live_grads.keys() == mlp_names(model)
+    for name, grad in live_grads.items():
+        torch.testing.assert_close(cached_grads[name], grad, msg=name)
+    assert cached.encoder_last_hidden_state is None and live.encoder_last_hidden_state is not None
+
+    model.eval()
+    decoder_input_ids = torch.randint(4, DECODER_VOCAB, (2, 3))
+    bare = model.model(pooled_encoder_output=pooled, decoder_input_ids=decoder_input_ids).last_hidden_state
+    torch.testing.assert_close(bare, model.model(**inputs, decoder_input_ids=decoder_input_ids).last_hidden_state)
+    with pytest.raises(ValueError, match="either pooled_encoder_output or a text to read"):
+        model(**inputs, pooled_encoder_output=pooled, labels=labels)
+    with pytest.raises(ValueError, match=r"shape \(batch, encoder hidden size\)"):
+        model(pooled_encoder_output=pooled[0], labels=labels)
+
+
 def test_decoders_whose_head_does_more_than_the_output_embedding_are_refused() -> None:
     gemma = Gemma2Config(
         vocab_size=DECODER_VOCAB,

@@ -347,7 +347,7 @@ class LatentReasonerModel(LatentReasonerPreTrainedModel):
     def _encoder_is_trainable(self) -> bool:
         return any(parameter.requires_grad for parameter in self.encoder.parameters())
 
-    def encode(
+    def run_encoder(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
@@ -355,15 +355,16 @@ class LatentReasonerModel(LatentReasonerPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, BaseModelOutput]:
-        """Encoder (unless `encoder_outputs` are given) -> mean-pool -> compression MLP: the idea vectors (B, I).
-
-        Returns the idea vectors and the encoder outputs. A frozen encoder runs without autograd. `kwargs`
-        (`output_attentions`, `output_hidden_states`) go to the encoder.
-        """
+        """Encoder (unless `encoder_outputs` are given) -> mask-aware mean pool: the pooled encoder output (B, H)
+        and the encoder outputs. A frozen encoder runs without autograd. `kwargs` (`output_attentions`,
+        `output_hidden_states`) go to the encoder."""
         outputs: BaseModelOutput
         if encoder_outputs is None:
             if input_ids is None and inputs_embeds is None:
-                raise ValueError("Pass input_ids (the text to read), inputs_embeds, encoder_outputs or idea_vectors.")
+                raise ValueError(
+                    "Pass input_ids (the text to read), inputs_embeds, encoder_outputs, pooled_encoder_output or "
+                    "idea_vectors."
+                )
             with torch.set_grad_enabled(torch.is_grad_enabled() and self._encoder_is_trainable()):
                 outputs = self.encoder(
                     input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
@@ -374,7 +375,51 @@ class LatentReasonerModel(LatentReasonerPreTrainedModel):
             outputs = encoder_outputs
         if outputs.last_hidden_state is None:
             raise ValueError("The encoder output has no last_hidden_state; use a bare encoder (AutoModel).")
-        pooled = mean_pool(outputs.last_hidden_state, attention_mask)  # (B, S, H) -> (B, H)
+        return mean_pool(outputs.last_hidden_state, attention_mask), outputs  # (B, S, H) -> (B, H)
+
+    def pool_encoder_output(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Encoder -> mask-aware mean pool: the pooled encoder output (B, H) that `pooled_encoder_output=` takes.
+
+        It is everything before the first trained layer: with a frozen encoder it is a fixed feature of the text, so
+        a training set can be encoded once (in eval mode, without dropout) and `forward` then skips the encoder.
+        """
+        pooled, _ = self.run_encoder(input_ids, attention_mask, inputs_embeds=inputs_embeds)
+        return pooled
+
+    def encode(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        pooled_encoder_output: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, BaseModelOutput]:
+        """Encoder (unless `encoder_outputs` are given) -> mean-pool -> compression MLP: the idea vectors (B, I).
+
+        Returns the idea vectors and the encoder outputs. A frozen encoder runs without autograd. `kwargs`
+        (`output_attentions`, `output_hidden_states`) go to the encoder. `pooled_encoder_output` (B, H), what
+        `pool_encoder_output` returns, skips the encoder and the pooling (the returned encoder outputs are empty).
+        """
+        if pooled_encoder_output is None:
+            pooled, outputs = self.run_encoder(input_ids, attention_mask, encoder_outputs, inputs_embeds, **kwargs)
+        else:
+            if any(value is not None for value in (input_ids, inputs_embeds, encoder_outputs)):
+                raise ValueError(
+                    "Pass either pooled_encoder_output or a text to read (input_ids / inputs_embeds / "
+                    "encoder_outputs), not both."
+                )
+            if pooled_encoder_output.dim() != 2:
+                raise ValueError(
+                    "pooled_encoder_output must have shape (batch, encoder hidden size), got "
+                    f"{tuple(pooled_encoder_output.shape)}."
+                )
+            pooled, outputs = pooled_encoder_output, BaseModelOutput()
         idea_vectors = self.compression(pooled.to(self.compression.dtype))  # (B, H) -> (B, I)
         return idea_vectors, outputs
 
@@ -396,6 +441,7 @@ class LatentReasonerModel(LatentReasonerPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        pooled_encoder_output: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> LatentReasonerSeq2SeqModelOutput:
         r"""
@@ -424,6 +470,10 @@ class LatentReasonerModel(LatentReasonerPreTrainedModel):
             The decoder token embeddings, in place of `decoder_input_ids`.
         use_cache (`bool`, *optional*):
             Return the decoder's cache (`config.use_cache` when unset).
+        pooled_encoder_output (`torch.Tensor` of shape `(B, H)`, *optional*):
+            The encoder's mean-pooled output (`pool_encoder_output`), e.g. computed once per dataset for a frozen
+            encoder: the encoder is skipped and the compression MLP reads it. Excludes `input_ids`, `inputs_embeds`
+            and `encoder_outputs`; the encoder fields of the output are then `None`.
         """
         output_attentions = kwargs.pop("output_attentions", None)
         output_hidden_states = kwargs.pop("output_hidden_states", None)
@@ -444,7 +494,10 @@ class LatentReasonerModel(LatentReasonerPreTrainedModel):
 
         # `generate` wraps the decoder cache in an EncoderDecoderCache; the decoder only needs the self-attention part.
         decoder_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
-        encoder_side = any(value is not None for value in (input_ids, inputs_embeds, encoder_outputs, idea_vectors))
+        encoder_side = any(
+            value is not None
+            for value in (input_ids, inputs_embeds, encoder_outputs, idea_vectors, pooled_encoder_output)
+        )
         if torch.compiler.is_compiling():
             past_length: Any = None  # not read: a static cache's length is a tensor, a branch on it breaks the graph
             needs_prefix = encoder_side
@@ -453,8 +506,8 @@ class LatentReasonerModel(LatentReasonerPreTrainedModel):
             needs_prefix = past_length == 0
             if needs_prefix and not encoder_side:
                 raise ValueError(
-                    "Pass input_ids (the text to read), inputs_embeds, encoder_outputs or idea_vectors: the cache "
-                    "does not hold the prefix yet."
+                    "Pass input_ids (the text to read), inputs_embeds, encoder_outputs, pooled_encoder_output or "
+                    "idea_vectors: the cache does not hold the prefix yet."
                 )
 
         num_prefix = self.config.num_prefix_tokens
@@ -466,6 +519,7 @@ class LatentReasonerModel(LatentReasonerPreTrainedModel):
                     attention_mask,
                     encoder_outputs,
                     inputs_embeds,
+                    pooled_encoder_output,
                     output_attentions=output_attentions,
                     output_hidden_states=output_hidden_states,
                 )
@@ -711,6 +765,16 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
         """
         return self.model.encode(input_ids, attention_mask, encoder_outputs, **kwargs)
 
+    def pool_encoder_output(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Encoder -> mask-aware mean pool: the pooled encoder output (B, H) that `forward(pooled_encoder_output=)`
+        takes in place of the text (see `LatentReasonerModel.pool_encoder_output`)."""
+        return self.model.pool_encoder_output(input_ids, attention_mask, inputs_embeds)
+
     def get_prefix_embeddings(self, idea_vectors: torch.Tensor) -> torch.Tensor:
         """Middle MLP -> prefix adapter: idea vectors (B, I) -> prefix embeddings (B, P, D)."""
         return self.model.get_prefix_embeddings(idea_vectors)
@@ -742,6 +806,7 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        pooled_encoder_output: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> LatentReasonerSeq2SeqLMOutput:
         r"""
@@ -769,6 +834,7 @@ class LatentReasonerForConditionalGeneration(LatentReasonerPreTrainedModel, Gene
             inputs_embeds=inputs_embeds,
             decoder_inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
+            pooled_encoder_output=pooled_encoder_output,
             return_dict=True,  # the head builds its own output (a tuple too, when asked) from the base model's
             **kwargs,
         )
