@@ -34,7 +34,12 @@ from lmforge.models.ae_llm import (
     AELLMRecurrentCache,
     AELLMTokenizer,
 )
-from lmforge.models.ae_llm.modeling_ae_llm import CACHE_FIELD, load_balancing_loss, shift_tokens_right
+from lmforge.models.ae_llm.modeling_ae_llm import (
+    CACHE_FIELD,
+    copy_alignment,
+    load_balancing_loss,
+    shift_tokens_right,
+)
 
 from ..contract import Case, run_in_subprocess, save_case
 from .contract_ae_llm import CHECKS
@@ -281,6 +286,8 @@ def test_config_round_trip(tmp_path: Path) -> None:
         ({"tie_word_embeddings": True}, "tie_word_embeddings"),
         ({"latent_size": 0}, "greater or equal"),
         ({"copy_head": True}, "copy_head needs decoder_attention"),
+        ({"decoder_attention": True, "copy_loss_coef": 1.0}, "copy_loss_coef needs copy_head"),
+        ({"copy_loss_coef": -1.0}, "greater or equal"),
         ({"latent_loss_coef": -1.0}, "greater or equal"),
     ],
 )
@@ -634,6 +641,90 @@ def test_latent_loss_trains_only_the_thinking_net(tokenizer: AELLMTokenizer) -> 
     assert {"model.transition.memory.query.weight", "model.transition.blocks.0.mlp.up_proj.weight"} <= changed
     # the mode "reconstruct" has no Thinking Net, so no latent loss
     assert model(**batch, mode="reconstruct").latent_loss is None
+
+
+# --- copy supervision ---
+
+COPY = {"decoder_attention": True, "copy_head": True, "bidirectional_encoder": True, "teacher_forcing_ratio": 1.0}
+# question + the sentence holding the answer -> the answer, a span of the sentence
+COPY_PAIRS = [
+    ("what is the capital of france? paris is the capital.", "paris"),
+    ("who wrote hamlet? shakespeare wrote it.", "shakespeare"),
+    ("what color is the sky? the sky is blue.", "blue"),
+    ("what do bees make? bees make honey.", "honey"),
+]
+
+
+def test_copy_alignment_prefers_the_whole_span() -> None:
+    """Label tokens align to the answer's whole span where it occurs in the input (every occurrence), else to every
+    input position with the same token; special tokens (here 3, the eos) and padding align nowhere."""
+    labels = torch.tensor([[7, 8, 3, -100], [5, 9, 3, -100], [6, 3, -100, -100]])
+    source = torch.tensor([[4, 7, 8, 4, 7, 3], [5, 4, 9, 3, 0, 0], [6, 4, 6, 3, 0, 0]])
+    mask = (source != 0).long()
+    aligned = copy_alignment(labels, source, mask, [0, 2, 3])
+    expected = torch.zeros(3, 4, 6, dtype=torch.bool)
+    expected[0, 0, 1] = expected[0, 1, 2] = True  # span 7 8 at 1-2; the lone 7 at 4 is not part of it
+    expected[1, 0, 0] = expected[1, 1, 2] = True  # 5 9 is no span of the input: each token where it stands
+    expected[2, 0, 0] = expected[2, 0, 2] = True  # a one-token span found twice
+    assert torch.equal(aligned, expected)
+
+
+def copy_probability(model: AELLMForConditionalGeneration, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(1 - p_gen) x the attention on the aligned input positions, for each aligned label token: the probability
+    that the copy head copies the answer's token from where it stands in the input."""
+    labels = batch["labels"]
+    decoder_input_ids = shift_tokens_right(labels, 0, model.config.decoder_start_token_id)
+    with torch.no_grad():
+        out = model.model(batch["input_ids"], batch["attention_mask"], decoder_input_ids=decoder_input_ids)
+    aligned = copy_alignment(labels, batch["input_ids"], batch["attention_mask"], [0, 2, 3])
+    mass = (out.copy_attention * aligned).sum(-1) * (1 - out.copy_gate[..., 0])
+    return mass[aligned.any(-1)]
+
+
+def test_copy_loss_is_off_by_default_and_adds_to_the_loss(tokenizer: AELLMTokenizer) -> None:
+    batch = qa_batch(tokenizer, COPY_PAIRS)
+    off = tiny_model(tokenizer, **COPY).eval()
+    on = tiny_model(tokenizer, copy_loss_coef=2.0, **COPY).eval()
+    out_off, out_on = off(**batch), on(**batch)
+    assert off.config.copy_loss_coef == 0 and out_off.copy_loss is None
+    assert torch.isfinite(out_on.copy_loss) and out_on.copy_loss.item() > 0
+    torch.testing.assert_close(out_on.loss, out_off.loss + out_on.copy_loss)
+    # the loss is 2 x the mean -log copy probability of the aligned answer tokens
+    torch.testing.assert_close(out_on.copy_loss, -2.0 * copy_probability(on, batch).log().mean())
+    # its gradient reaches the copy gate and the attention (the lm loss cut away)
+    out_on.copy_loss.backward()
+    attention = on.model.decoder.attention
+    assert attention is not None and attention.copy_gate is not None
+    assert attention.copy_gate.weight.grad is not None and attention.copy_gate.weight.grad.abs().sum() > 0
+    assert attention.query.weight.grad is not None and attention.query.weight.grad.abs().sum() > 0
+    # scheduled sampling (the step-by-step path) gives the same loss with gold tokens
+    on.config.teacher_forcing_ratio = 0.999999
+    torch.manual_seed(0)
+    with torch.no_grad():
+        stepwise = on.train()(**batch)
+    torch.testing.assert_close(stepwise.copy_loss, out_on.copy_loss)
+
+
+def test_copy_loss_points_the_copy_head_at_the_answer(tokenizer: AELLMTokenizer, tmp_path: Path) -> None:
+    """Overfit question + sentence -> answer pairs with the copy loss (the real Trainer): the copy head then copies
+    the answer tokens from their places in the sentence with probability 0.9 on average (each above 0.5), where the
+    untrained model gives each less than 0.5."""
+    batch = qa_batch(tokenizer, COPY_PAIRS)
+    model = tiny_model(tokenizer, copy_loss_coef=1.0, **COPY)
+    before = copy_probability(model.eval(), batch)
+    assert before.max() < 0.5, before
+    rows = []
+    for source, answer in COPY_PAIRS:
+        ids = tokenizer(source)["input_ids"]
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": tokenizer(answer)["input_ids"]})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_trainer(model.train(), tokenizer, rows * 4, tmp_path, steps=300, learning_rate=1e-2)
+    finally:
+        torch.set_num_threads(threads)
+    after = copy_probability(model.eval(), batch)
+    assert after.mean() > 0.9 and after.min() > 0.5, after
 
 
 def test_loads_with_remote_code_without_lmforge(trained: dict, tokenizer: AELLMTokenizer, tmp_path: Path) -> None:

@@ -19,9 +19,10 @@ class AELLMConfig(PreTrainedConfig):
     with gated (GLU) blocks; its hyper-adapter predicts the bag of answer words from the answer latent.
 
     The defaults are the reference size: embeddings of 64, GRU width 32, latent of 124, a byte-level BPE vocabulary of
-    1,800 tokens (4 special tokens included: pad 0, unk 1, bos 2, eos 3), and the seed's design. Three additions to
+    1,800 tokens (4 special tokens included: pad 0, unk 1, bos 2, eos 3), and the seed's design. Four additions to
     that design are off by default: `decoder_attention` (the decoder attends over the encoder's states), `copy_head`
-    (a pointer-generator that copies input tokens) and `bidirectional_encoder`. Two loss weights pick the objective:
+    (a pointer-generator that copies input tokens), `bidirectional_encoder` and `copy_loss_coef` (copy supervision:
+    the copy head is told which input positions hold the answer). Two loss weights pick the objective:
     `lm_loss_coef` (decoder cross-entropy) and `latent_loss_coef` (the Thinking Net's answer latent against the
     encoder's latent of the answer).
 
@@ -80,6 +81,13 @@ class AELLMConfig(PreTrainedConfig):
             Addition to the seed's design (needs `decoder_attention`): a pointer-generator head. A gate mixes the
             output layer's distribution with a copy of the input tokens weighted by the attention, so the decoder can
             write words of the input it has no good embedding for (names, numbers of an unseen article).
+        copy_loss_coef (`float`, defaults to 0.0):
+            Addition to the seed's design (needs `copy_head`): weight of a copy supervision loss in the total loss.
+            Each label token is aligned to the input positions it can be copied from: the positions of the labels'
+            whole token span where it occurs in the input (every occurrence), else the positions holding the same
+            token; special tokens and tokens found nowhere in the input are not aligned. The loss is the mean, over
+            aligned label tokens, of -log((1 - p_gen) * attention weight on the aligned positions): it points the
+            attention at the answer span and the gate at copying. 0 (the default) leaves it out.
         bidirectional_encoder (`bool`, defaults to `False`):
             Addition to the seed's design: bidirectional encoder GRUs (each state reads the tokens on both sides;
             the latent comes from both directions' last states), for the decoder to attend to.
@@ -135,6 +143,7 @@ class AELLMConfig(PreTrainedConfig):
     latent_loss_coef: float | int = interval(min=0.0)(default=0.0)
     decoder_attention: bool = False
     copy_head: bool = False
+    copy_loss_coef: float | int = interval(min=0.0)(default=0.0)
     bidirectional_encoder: bool = False
     mode: Literal["answer", "reconstruct"] = "answer"
     initializer_range: float = interval(min=0.0, max=1.0)(default=0.02)
@@ -157,6 +166,8 @@ class AELLMConfig(PreTrainedConfig):
             )
         if self.copy_head and not self.decoder_attention:
             raise ValueError("copy_head needs decoder_attention: the copy head copies with the attention weights.")
+        if self.copy_loss_coef > 0 and not self.copy_head:
+            raise ValueError("copy_loss_coef needs copy_head: the copy loss supervises the copy head.")
         if self.mode not in ("answer", "reconstruct"):
             raise ValueError(f"mode must be 'answer' or 'reconstruct', got {self.mode!r}.")
         if self.decoder_start_token_id is None:

@@ -100,6 +100,44 @@ def bag_of_words_loss(bow_logits: torch.Tensor, labels: torch.Tensor, ignore_ids
     return -(token_log_probs * valid).sum() / valid.sum().clamp(min=1)
 
 
+def copy_alignment(
+    labels: torch.Tensor, source_ids: torch.Tensor, source_mask: torch.Tensor, ignore_ids: list[int]
+) -> torch.Tensor:
+    """Where each label token can be copied from: (B, T) labels (-100 ignored), (B, S) input tokens and mask ->
+    (B, T, S) booleans. When the labels' tokens (the ones not in `ignore_ids`, i.e. the answer without its `</s>`)
+    occur as one whole span of the input, label t is aligned to position start + t of every such span; otherwise to
+    every input position holding the same token. Ignored label tokens are aligned nowhere."""
+    valid = labels != -100
+    for token_id in ignore_ids:
+        valid &= labels != token_id
+    same = (labels.unsqueeze(-1) == source_ids.unsqueeze(1)) & valid.unsqueeze(-1) & source_mask.bool().unsqueeze(1)
+    batch_size, seq_len, src_len = same.shape
+    # span[b, s]: the valid labels of row b, in order, are the input tokens s, s + 1, ... (labels ignored at t skip
+    # nothing: the answer's tokens come first, then </s> and padding)
+    span = valid.any(dim=1, keepdim=True).expand(-1, src_len).clone()  # (B, S)
+    for t in range(seq_len):
+        shifted = torch.zeros_like(span)
+        if t < src_len:
+            shifted[:, : src_len - t] = same[:, t, t:]
+        span &= shifted | ~valid[:, t : t + 1]
+    aligned = torch.zeros_like(same)
+    for t in range(min(seq_len, src_len)):
+        aligned[:, t, t:] = span[:, : src_len - t] & valid[:, t : t + 1]
+    has_span = span.any(dim=1).view(batch_size, 1, 1)
+    return torch.where(has_span, aligned, same)
+
+
+def copy_supervision_loss(attention: torch.Tensor, copy_gate: torch.Tensor, aligned: torch.Tensor) -> torch.Tensor:
+    """The copy loss: the mean over aligned label tokens of -log((1 - p_gen) * sum of the attention weights on their
+    aligned positions), the log-probability that the copy head copies the token from where it stands in the input.
+    (B, T, S) attention, (B, T, 1) p_gen and (B, T, S) alignment ([`copy_alignment`]) -> a scalar (0 with no aligned
+    token)."""
+    targets = aligned.any(dim=-1)  # (B, T)
+    mass = (attention.float() * aligned).sum(dim=-1)  # (B, T)
+    log_prob = torch.log(((1.0 - copy_gate.float().squeeze(-1)) * mass).clamp(min=1e-12))
+    return -(log_prob * targets).sum() / targets.sum().clamp(min=1)
+
+
 class AELLMRecurrentCache(Cache):
     """The decoder cache: the state of every decoder GRU layer after each token decoded so far, `states` (n, B, T, H).
 
@@ -661,8 +699,8 @@ class AELLMSeq2SeqModelOutput(Seq2SeqModelOutput):
 class AELLMSeq2SeqLMOutput(Seq2SeqLMOutput):
     r"""
     A `Seq2SeqLMOutput` with the parts of the loss and the latent. `loss == lm_loss_coef * lm_loss +
-    latent_loss_coef * latent_loss + router_aux_loss + bow_loss` (the last three only in "answer" mode, the last two
-    already multiplied by their coefficients). The cache is an [`AELLMRecurrentCache`]; the attention fields stay None
+    latent_loss_coef * latent_loss + router_aux_loss + bow_loss + copy_loss` (latent, router and bag-of-words losses
+    only in "answer" mode, the last three already multiplied by their coefficients). The cache is an [`AELLMRecurrentCache`]; the attention fields stay None
     (a GRU has no attention).
 
     lm_loss (`torch.FloatTensor` of shape `()`):
@@ -674,6 +712,8 @@ class AELLMSeq2SeqLMOutput(Seq2SeqLMOutput):
         `router_aux_loss_coef` x the load-balancing loss of the Thinking Net router.
     bow_loss (`torch.FloatTensor` of shape `()`):
         `bow_loss_coef` x the bag-of-words loss of the hyper-adapter.
+    copy_loss (`torch.FloatTensor` of shape `()`):
+        `copy_loss_coef` x the copy supervision loss ([`copy_supervision_loss`]), when `copy_loss_coef` > 0.
     latent (`torch.FloatTensor` of shape `(B, L)`):
         The latent the decoder decoded from (encoder latent, or Thinking Net output in "answer" mode).
     router_logits (`torch.FloatTensor` of shape `(B, X)`):
@@ -686,6 +726,7 @@ class AELLMSeq2SeqLMOutput(Seq2SeqLMOutput):
     router_aux_loss: torch.Tensor | None = None
     bow_loss: torch.Tensor | None = None
     latent_loss: torch.Tensor | None = None
+    copy_loss: torch.Tensor | None = None
     latent: torch.Tensor | None = None
     router_logits: torch.Tensor | None = None
     bow_logits: torch.Tensor | None = None
@@ -1034,12 +1075,18 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
         decoder_input_ids: torch.Tensor,
         encoded: AELLMEncoderOutput,
         output_attentions: bool,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, torch.Tensor | None]:
+    ) -> tuple[
+        torch.Tensor,
+        tuple[torch.Tensor, ...] | None,
+        torch.Tensor | None,
+        tuple[torch.Tensor, torch.Tensor] | None,
+    ]:
         """Scheduled sampling, one step at a time, from the base model's output `first` for step 0 (the start token,
         with its cache): step t > 0 reads the gold token `decoder_input_ids[:, t]` with probability
         `teacher_forcing_ratio` (drawn per sequence and step from torch's RNG) and otherwise the model's own argmax at
-        step t - 1. Returns (B, T, V) logits, the decoder hidden states over the T steps (if `first` has them) and,
-        with `output_attentions` and `decoder_attention`, the (B, T, S) attention weights."""
+        step t - 1. Returns (B, T, V) logits, the decoder hidden states over the T steps (if `first` has them),
+        with `output_attentions` and `decoder_attention` the (B, T, S) attention weights, and with `copy_head` the
+        copy head's (B, T, S) attention weights and (B, T, 1) gate (for the copy loss)."""
         batch_size, seq_len = decoder_input_ids.shape
         latent, cache = first.latent, getattr(first, CACHE_FIELD)
         assert latent is not None and isinstance(cache, AELLMRecurrentCache)
@@ -1050,6 +1097,9 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
         ]  # (B, V)
         step_hidden = [first.decoder_hidden_states] if first.decoder_hidden_states is not None else None
         step_attention = [first.cross_attentions[0][:, 0, 0]] if output_attentions and first.cross_attentions else None
+        copy_steps = None
+        if first.copy_attention is not None and first.copy_gate is not None:
+            copy_steps = ([first.copy_attention[:, 0]], [first.copy_gate[:, 0]])  # (B, S), (B, 1)
         for t in range(1, seq_len):
             use_gold = torch.rand(batch_size, device=latent.device) < self.config.teacher_forcing_ratio
             predicted = step_logits[-1].argmax(dim=-1)  # (B,)
@@ -1073,11 +1123,17 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
                 step_hidden.append(step.hidden_states)
             if step_attention is not None and step.attention is not None:
                 step_attention.append(step.attention[:, 0])
+            if copy_steps is not None and step.attention is not None and step.copy_gate is not None:
+                copy_steps[0].append(step.attention[:, 0])
+                copy_steps[1].append(step.copy_gate[:, 0])
         hidden_states = None
         if step_hidden is not None:
             hidden_states = tuple(torch.cat(parts, dim=1) for parts in zip(*step_hidden, strict=True))
         attention = torch.stack(step_attention, dim=1) if step_attention is not None else None
-        return torch.stack(step_logits, dim=1), hidden_states, attention
+        copied = None
+        if copy_steps is not None:
+            copied = (torch.stack(copy_steps[0], dim=1), torch.stack(copy_steps[1], dim=1))
+        return torch.stack(step_logits, dim=1), hidden_states, attention, copied
 
     @accepts_past_key_values
     @can_return_tuple
@@ -1152,7 +1208,7 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
         cross_attentions = outputs.cross_attentions
         if scheduled:
             assert decoder_input_ids is not None and encoder_outputs is not None
-            logits, decoder_hidden_states, attention = self._decode_scheduled(
+            logits, decoder_hidden_states, attention, copied = self._decode_scheduled(
                 outputs, decoder_input_ids, self.model.as_encoder_output(encoder_outputs), output_attentions
             )
             cross_attentions = (attention.unsqueeze(1),) if attention is not None else None
@@ -1163,8 +1219,11 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
                 outputs.last_hidden_state, outputs.copy_gate, outputs.copy_attention, outputs.source_ids
             )  # (B, T, H) -> (B, T, V)
             cache_output = {CACHE_FIELD: getattr(outputs, CACHE_FIELD)}
+            copied = None
+            if outputs.copy_attention is not None and outputs.copy_gate is not None:
+                copied = (outputs.copy_attention, outputs.copy_gate)
 
-        loss = lm_loss = router_aux_loss = bow_loss = latent_loss = None
+        loss = lm_loss = router_aux_loss = bow_loss = latent_loss = copy_loss = None
         if labels is not None:
             labels = labels.to(logits.device)
             lm_loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
@@ -1183,6 +1242,18 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
                 ]
                 bow_loss = self.config.bow_loss_coef * bag_of_words_loss(outputs.bow_logits, labels, ignore_ids)
                 loss = loss + router_aux_loss + bow_loss
+            if self.config.copy_loss_coef > 0 and copied is not None and outputs.source_ids is not None:
+                source_mask = (
+                    attention_mask if attention_mask is not None else torch.ones_like(outputs.source_ids)
+                ).to(outputs.source_ids.device)
+                special = [
+                    token_id
+                    for token_id in (self.config.pad_token_id, self.config.bos_token_id, self.config.eos_token_id)
+                    if isinstance(token_id, int)
+                ]
+                aligned = copy_alignment(labels, outputs.source_ids, source_mask, special)
+                copy_loss = self.config.copy_loss_coef * copy_supervision_loss(copied[0], copied[1], aligned)
+                loss = loss + copy_loss
 
         return AELLMSeq2SeqLMOutput(
             loss=loss,
@@ -1195,6 +1266,7 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
             router_aux_loss=router_aux_loss,
             bow_loss=bow_loss,
             latent_loss=latent_loss,
+            copy_loss=copy_loss,
             latent=outputs.latent,
             router_logits=outputs.router_logits,
             bow_logits=outputs.bow_logits,
