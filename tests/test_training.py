@@ -1,6 +1,7 @@
 """Recipes and training runs: parsing and checking recipes, a real Trainer run, accelerate launch, resume."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -433,3 +434,39 @@ def test_char_vocabulary_comes_from_the_train_split(tmp_path):
     batch = setup.data_collator([setup.train_dataset[i] for i in range(3)])
     assert set(batch) == {"input_ids", "labels"} and batch["input_ids"].shape == (3, 16)
     assert torch.equal(batch["labels"], batch["input_ids"])
+
+
+def test_random_offsets_train_on_windows_at_every_start(tmp_path, tiny_text_file):
+    """`random_offsets`: the train rows are the windows at every token of the stream the fixed blocks were cut from
+    (validation keeps the blocks), the Trainer's sampler draws starts that fixed blocks never have, and it trains."""
+    from lmforge.data import TokenWindows
+    from lmforge.training.run import build_setup, build_trainer
+
+    fixed = build_setup(*parse_recipe(tiny_recipe(tiny_text_file, tmp_path / "fixed")))
+    model_args, data_args, training_args = parse_recipe(
+        tiny_recipe(tiny_text_file, tmp_path / "windows", random_offsets=True, max_steps=4, eval_strategy="no")
+    )
+    setup = build_setup(model_args, data_args, training_args)
+    windows = setup.train_dataset
+    assert isinstance(windows, TokenWindows)
+    stream = [token for row in fixed.train_dataset["input_ids"] for token in row]
+    assert len(windows) == len(stream) - 32 + 1
+    assert windows[5]["input_ids"].tolist() == stream[5:37] == windows[5]["labels"].tolist()
+    assert setup.eval_dataset["input_ids"] == fixed.eval_dataset["input_ids"]
+
+    trainer = build_trainer(setup, training_args)
+    starts = {
+        int(index)
+        for batch in trainer.get_train_dataloader().batch_sampler
+        for index in batch  # type: ignore[union-attr]
+    }
+    assert any(start % 32 for start in starts)  # not only the fixed blocks' starts
+    result = trainer.train()
+    assert result.global_step == 4 and math.isfinite(result.training_loss)
+
+
+def test_random_offsets_need_a_stream_of_one_block():
+    from lmforge.data import TokenWindows
+
+    with pytest.raises(LmforgeError, match="block_size=8"):
+        TokenWindows(torch.arange(5), 8)

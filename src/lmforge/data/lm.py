@@ -4,7 +4,8 @@ from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
-from datasets import DatasetDict
+import torch
+from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import LmforgeError
@@ -67,6 +68,36 @@ def tokenize_and_group(
     return grouped
 
 
+class TokenWindows(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
+    """Every window of `block_size` tokens of one token stream, one row per start: nanoGPT's sampling at random
+    offsets, once the Trainer's random sampler draws the rows.
+
+    Row `i` is tokens `i .. i + block_size - 1` as `input_ids` and `labels` (the model shifts them), so a batch needs
+    only stacking (`default_data_collator`). The stream is held once, as one tensor; rows are views of it.
+    """
+
+    def __init__(self, stream: torch.Tensor, block_size: int) -> None:
+        if stream.dim() != 1 or stream.numel() < block_size:
+            raise LmforgeError(
+                f"need a 1-D stream of at least block_size={block_size} tokens, got {tuple(stream.shape)}"
+            )
+        self.stream = stream
+        self.block_size = block_size
+
+    @classmethod
+    def from_blocks(cls, blocks: Dataset) -> "TokenWindows":
+        """The windows of the stream that consecutive blocks (`tokenize_and_group`'s rows) were cut from."""
+        ids = blocks.with_format("torch", columns=["input_ids"])[: blocks.num_rows]["input_ids"]  # (N, block_size)
+        return cls(ids.reshape(-1), ids.shape[1])
+
+    def __len__(self) -> int:
+        return self.stream.numel() - self.block_size + 1
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        window = self.stream[index : index + self.block_size]  # (block_size,)
+        return {"input_ids": window, "labels": window}
+
+
 def iter_texts(raw: DatasetDict, split: str = "train", batch_size: int = 1000) -> Iterator[list[str]]:
     """Batches of raw texts, for training a tokenizer without holding the corpus twice in memory."""
     for batch in raw[split].iter(batch_size=batch_size):
@@ -74,4 +105,4 @@ def iter_texts(raw: DatasetDict, split: str = "train", batch_size: int = 1000) -
         yield texts
 
 
-__all__ = ["iter_texts", "tokenize_and_group"]
+__all__ = ["TokenWindows", "iter_texts", "tokenize_and_group"]

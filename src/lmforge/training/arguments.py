@@ -78,6 +78,14 @@ class CausalLMDataArguments(DataArguments):
     max_documents: int | None = field(
         default=None, metadata={"help": "Use only the first N documents of the embedded corpus (quick runs)."}
     )
+    random_offsets: bool = field(
+        default=False,
+        metadata={
+            "help": "Train on windows of block_size tokens starting at any token, drawn at random (nanoGPT's "
+            "sampling), rather than on fixed consecutive blocks; an epoch is then every start once (block_size times "
+            "as many rows), so give max_steps. Validation keeps the fixed blocks."
+        },
+    )
 
 
 @dataclass

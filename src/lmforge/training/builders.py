@@ -22,7 +22,14 @@ from transformers import (
     default_data_collator,
 )
 
-from ..data import iter_texts, load_embedded_corpus, load_hub_dataset, load_text_files, tokenize_and_group
+from ..data import (
+    TokenWindows,
+    iter_texts,
+    load_embedded_corpus,
+    load_hub_dataset,
+    load_text_files,
+    tokenize_and_group,
+)
 from ..errors import LmforgeError, one_line
 from ..models import SPECS, ModelSpec, get_spec
 from .arguments import CausalLMDataArguments, LmforgeTrainingArguments, ModelArguments
@@ -178,10 +185,12 @@ def build_causal_lm(
         blocks["validation"].num_rows,
         data_args.block_size,
     )
+    train_blocks = limit_rows(blocks["train"], data_args.max_train_samples)
+    train_dataset: Any = TokenWindows.from_blocks(train_blocks) if data_args.random_offsets else train_blocks
     return TrainingSetup(
         model=model,
         tokenizer=tokenizer,
-        train_dataset=limit_rows(blocks["train"], data_args.max_train_samples),
+        train_dataset=train_dataset,
         eval_dataset=limit_rows(blocks["validation"], data_args.max_eval_samples),
         # Full blocks with their labels: stacking them is all a batch needs (no padding, no attention mask).
         data_collator=default_data_collator,
