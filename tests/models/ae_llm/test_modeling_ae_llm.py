@@ -134,7 +134,12 @@ class AELLMModelTester:
 # The seed's design, and the same model with every addition on (decoder attention, copy head, bidirectional encoder).
 VARIANTS = {
     "seed": {},
-    "additions": {"decoder_attention": True, "copy_head": True, "bidirectional_encoder": True},
+    "additions": {
+        "decoder_attention": True,
+        "copy_head": True,
+        "bidirectional_encoder": True,
+        "encoder_self_attention": True,
+    },
 }
 
 
@@ -287,6 +292,7 @@ def test_config_round_trip(tmp_path: Path) -> None:
         ({"latent_size": 0}, "greater or equal"),
         ({"copy_head": True}, "copy_head needs decoder_attention"),
         ({"decoder_attention": True, "copy_loss_coef": 1.0}, "copy_loss_coef needs copy_head"),
+        ({"encoder_self_attention": True}, "encoder_self_attention needs decoder_attention"),
         ({"copy_loss_coef": -1.0}, "greater or equal"),
         ({"latent_loss_coef": -1.0}, "greater or equal"),
     ],
@@ -725,6 +731,40 @@ def test_copy_loss_points_the_copy_head_at_the_answer(tokenizer: AELLMTokenizer,
         torch.set_num_threads(threads)
     after = copy_probability(model.eval(), batch)
     assert after.mean() > 0.9 and after.min() > 0.5, after
+
+
+def test_encoder_self_attention_starts_as_the_identity_and_then_mixes_positions(
+    tokenizer: AELLMTokenizer, tmp_path: Path
+) -> None:
+    """encoder_self_attention added to a saved model without it: the new layer loads initialised as the identity (the
+    model's logits are unchanged); once its output projection is non-zero, the state at a sentence position depends
+    on a question word that the backward GRU never reads after it, i.e. it reads the other positions."""
+    batch = qa_batch(tokenizer, COPY_PAIRS)
+    plain = tiny_model(tokenizer, **COPY).eval()
+    plain.save_pretrained(tmp_path / "plain")
+    model = AELLMForConditionalGeneration.from_pretrained(tmp_path / "plain", encoder_self_attention=True).eval()
+    layer = model.model.encoder.self_attention
+    assert layer is not None and torch.count_nonzero(layer.out_proj.weight) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, plain(**batch).logits)
+        torch.nn.init.normal_(layer.out_proj.weight, std=0.5)
+        assert not torch.allclose(model(**batch).logits, plain(**batch).logits)
+
+    # one encoder GRU layer, forward direction only: the state at position i reads tokens 0..i and no later one
+    one_way = tiny_model(tokenizer, decoder_attention=True, encoder_self_attention=True, num_hidden_layers=1).eval()
+    assert one_way.model.encoder.self_attention is not None
+    with torch.no_grad():
+        torch.nn.init.normal_(one_way.model.encoder.self_attention.out_proj.weight, std=0.5)
+        ids = batch["input_ids"][:1, :6].clone()
+        changed = ids.clone()
+        changed[0, 5] = 4 if int(ids[0, 5]) != 4 else 5  # another last token
+        first = one_way.get_encoder()(input_ids=ids).states
+        second = one_way.get_encoder()(input_ids=changed).states
+        one_way.model.encoder.self_attention = None  # the GRU alone: the earlier states do not see the last token
+        gru_first = one_way.get_encoder()(input_ids=ids).states
+        gru_second = one_way.get_encoder()(input_ids=changed).states
+    torch.testing.assert_close(gru_first[0, :5], gru_second[0, :5])
+    assert not torch.allclose(first[0, :5], second[0, :5])
 
 
 def test_loads_with_remote_code_without_lmforge(trained: dict, tokenizer: AELLMTokenizer, tmp_path: Path) -> None:

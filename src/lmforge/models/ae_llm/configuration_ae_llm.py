@@ -19,10 +19,11 @@ class AELLMConfig(PreTrainedConfig):
     with gated (GLU) blocks; its hyper-adapter predicts the bag of answer words from the answer latent.
 
     The defaults are the reference size: embeddings of 64, GRU width 32, latent of 124, a byte-level BPE vocabulary of
-    1,800 tokens (4 special tokens included: pad 0, unk 1, bos 2, eos 3), and the seed's design. Four additions to
+    1,800 tokens (4 special tokens included: pad 0, unk 1, bos 2, eos 3), and the seed's design. Five additions to
     that design are off by default: `decoder_attention` (the decoder attends over the encoder's states), `copy_head`
-    (a pointer-generator that copies input tokens), `bidirectional_encoder` and `copy_loss_coef` (copy supervision:
-    the copy head is told which input positions hold the answer). Two loss weights pick the objective:
+    (a pointer-generator that copies input tokens), `bidirectional_encoder`, `encoder_self_attention` (the encoder's
+    states attend over each other) and `copy_loss_coef` (copy supervision: the copy head is told which input
+    positions hold the answer). Two loss weights pick the objective:
     `lm_loss_coef` (decoder cross-entropy) and `latent_loss_coef` (the Thinking Net's answer latent against the
     encoder's latent of the answer).
 
@@ -91,6 +92,12 @@ class AELLMConfig(PreTrainedConfig):
         bidirectional_encoder (`bool`, defaults to `False`):
             Addition to the seed's design: bidirectional encoder GRUs (each state reads the tokens on both sides;
             the latent comes from both directions' last states), for the decoder to attend to.
+        encoder_self_attention (`bool`, defaults to `False`):
+            Addition to the seed's design (needs `decoder_attention`): one residual multi-head self-attention layer
+            (a head per 64 channels) over the encoder's top-layer states, before the decoder attends to them, so that
+            each input position reads the others (a word of the sentence the words of the question). Its output
+            projection starts at zero: switched on for a model trained without it, the model starts unchanged. The
+            latent still comes from the GRUs' last states.
         mode (`str`, defaults to `"answer"`):
             `"answer"`: the decoder decodes from the Thinking Net output (question -> answer). `"reconstruct"`: the
             decoder decodes from the encoder latent itself (autoencoder training). `forward` can override it per call.
@@ -145,6 +152,7 @@ class AELLMConfig(PreTrainedConfig):
     copy_head: bool = False
     copy_loss_coef: float | int = interval(min=0.0)(default=0.0)
     bidirectional_encoder: bool = False
+    encoder_self_attention: bool = False
     mode: Literal["answer", "reconstruct"] = "answer"
     initializer_range: float = interval(min=0.0, max=1.0)(default=0.02)
     layer_norm_eps: float = 1e-5
@@ -166,6 +174,10 @@ class AELLMConfig(PreTrainedConfig):
             )
         if self.copy_head and not self.decoder_attention:
             raise ValueError("copy_head needs decoder_attention: the copy head copies with the attention weights.")
+        if self.encoder_self_attention and not self.decoder_attention:
+            raise ValueError(
+                "encoder_self_attention needs decoder_attention: it changes the encoder states the decoder attends to."
+            )
         if self.copy_loss_coef > 0 and not self.copy_head:
             raise ValueError("copy_loss_coef needs copy_head: the copy loss supervises the copy head.")
         if self.mode not in ("answer", "reconstruct"):

@@ -238,6 +238,33 @@ class AELLMEncoderOutput(BaseModelOutput):
     previous_embeds: torch.Tensor | None = None
 
 
+class AELLMEncoderSelfAttention(nn.Module):
+    """Self-attention over the encoder's top-layer states (`encoder_self_attention`), so that each input position reads
+    the others, a sentence word the question's words: states + W_o MultiHead(LayerNorm(states)), one head per 64
+    channels (at least one), padding neither attended to nor returned (zeros). W_o starts at zero, so the layer starts
+    as the identity: added to a trained model, it changes nothing until it learns."""
+
+    def __init__(self, config: AELLMConfig, size: int) -> None:
+        super().__init__()
+        heads = max(1, size // 64)
+        self.num_heads = heads if size % heads == 0 else 1
+        self.norm = nn.LayerNorm(size, eps=config.layer_norm_eps)
+        self.qkv = nn.Linear(size, 3 * size)
+        self.out_proj = nn.Linear(size, size)
+        self.out_proj.zero_init = True  # type: ignore[assignment]  # read by _init_weights: the layer starts as identity
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, S, D) states and (B, S) mask -> (B, S, D) states that read every real input position."""
+        batch_size, seq_len, size = states.shape
+        qkv = self.qkv(self.norm(states)).view(batch_size, seq_len, 3, self.num_heads, size // self.num_heads)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, heads, S, D / heads)
+        keep = mask.bool()[:, None, None, :]  # (B, 1, 1, S): attend to real tokens only
+        read = F.scaled_dot_product_attention(query, key, value, attn_mask=keep)  # (B, heads, S, D / heads)
+        read = read.transpose(1, 2).reshape(batch_size, seq_len, size)
+        return (states + self.dropout(self.out_proj(read))) * mask.unsqueeze(-1).to(states.dtype)
+
+
 class AELLMEncoder(nn.Module):
     """Token embedding and `num_hidden_layers` stacked GRU layers (one `nn.GRU` each, so that every layer's outputs
     can be returned; bidirectional with `bidirectional_encoder`); the last state of the top layer (both directions')
@@ -262,6 +289,9 @@ class AELLMEncoder(nn.Module):
             for idx in range(config.num_hidden_layers)
         )
         self.to_latent = nn.Linear(self.output_size, config.latent_size)
+        self.self_attention = (
+            AELLMEncoderSelfAttention(config, self.output_size) if config.encoder_self_attention else None
+        )
 
     @can_return_tuple
     def forward(
@@ -328,6 +358,8 @@ class AELLMEncoder(nn.Module):
         follows = torch.roll(mask, 1, dims=1)  # position i has a real token before it
         follows[:, 0] = 0
         previous = torch.roll(inputs_embeds, 1, dims=1) * (follows * mask).unsqueeze(-1).to(inputs_embeds.dtype)
+        if self.self_attention is not None and top is not None:
+            top = self.self_attention(top, mask)
         return AELLMEncoderOutput(
             last_hidden_state=latent.unsqueeze(1),  # (B, 1, L)
             hidden_states=hidden_states,
@@ -662,6 +694,10 @@ class AELLMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, AELLMMemory):
             init.normal_(module.keys, mean=0.0, std=std)
             init.normal_(module.values, mean=0.0, std=std)
+        elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):  # a residual branch off at start
+            init.zeros_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
 
 
 @dataclass
@@ -1292,6 +1328,7 @@ __all__ = [
     "AELLMDecoderAttention",
     "AELLMEncoder",
     "AELLMEncoderOutput",
+    "AELLMEncoderSelfAttention",
     "AELLMForConditionalGeneration",
     "AELLMModel",
     "AELLMPreTrainedModel",
