@@ -448,6 +448,30 @@ def test_a_saved_model_is_scored_on_other_articles_by_the_same_code(
     ).read_text()
 
 
+def test_beam_answers_are_what_generate_writes_with_those_beams(
+    phases: dict[str, Path], squad_file: Path, tmp_path: Path
+) -> None:
+    """`answer_num_beams` / `answer_length_penalty` (here through `score_squad`) score the answers of the model's beam
+    search: the folder's text2text pipeline with the same beams gives the same answers, and a length penalty that
+    favours long answers changes them from the greedy ones (so the options reach generate())."""
+    greedy_dir, beam_dir = tmp_path / "greedy", tmp_path / "beams"
+    score_squad(phases["finetune"], squad_file, batch_size=1, output_dir=greedy_dir)
+    scores = score_squad(
+        phases["finetune"], squad_file, batch_size=1, output_dir=beam_dir, num_beams=3, length_penalty=20.0
+    )
+    rows = [json.loads(line) for line in (beam_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    greedy = [json.loads(line)["prediction"] for line in (greedy_dir / "predictions.jsonl").read_text().splitlines()]
+    model = AutoModelForSeq2SeqLM.from_pretrained(phases["finetune"])
+    tokenizer = AutoTokenizer.from_pretrained(phases["finetune"])
+    expected = [
+        model.answer_question(row["input"], tokenizer, max_new_tokens=16, num_beams=3, length_penalty=20.0)
+        for row in rows
+    ]
+    assert [row["prediction"] for row in rows] == expected
+    assert expected != greedy
+    assert scores["eval_questions"] == len(rows)
+
+
 def test_phase_errors_are_one_sentence(squad_file: Path, tmp_path: Path) -> None:
     base = {"model_type": "ae_llm", "train_file": str(squad_file), "output_dir": str(tmp_path / "out")}
     with pytest.raises(LmforgeError, match="training_phase: one of"):

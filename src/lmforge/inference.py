@@ -84,6 +84,7 @@ class GenerationSettings:
     top_k: int | None = None
     top_p: float | None = None
     num_beams: int | None = None
+    length_penalty: float | None = None
     repetition_penalty: float | None = None
     seed: int | None = None
     presence_penalty: float | None = None

@@ -15,8 +15,9 @@ transition loss); or `latent+decoder`, both.
 
 After each phase the `post_train` hook scores the model on the validation questions: reconstruction accuracy of the
 autoencoder, the Thinking Net's latent error (`eval_latent_mse`, and its share of the latents' variance), and exact
-match, F1, BLEU and ROUGE of greedy answers, next to the same scores of a baseline that always answers the most
-frequent answer of the train split (`eval_baseline_*`: the model card shows them in its table, not in its
+match, F1, BLEU and ROUGE of the answers (greedy, or beam search with `answer_num_beams` and
+`answer_length_penalty`), next to the same scores of a baseline that always answers the most frequent answer of the
+train split (`eval_baseline_*`: the model card shows them in its table, not in its
 model-index). With `train_score_samples: N`, the first N train pairs, the ones the model learned, get the same scores
 (`train_*`, and `train_predictions.jsonl`).
 """
@@ -92,6 +93,18 @@ class QuestionAnsweringDataArguments(Seq2SeqDataArguments):
     validation_articles: list[str] | None = field(
         default=None,
         metadata={"help": "Hold out these articles of the train data for validation (instead of a share of them)."},
+    )
+    answer_num_beams: int = field(
+        default=1,
+        metadata={"help": "Beam width of the answers scored after training (1: greedy), through generate()."},
+    )
+    answer_length_penalty: float = field(
+        default=1.0,
+        metadata={
+            "help": "generate()'s length_penalty for those beams: a finished beam scores its log-probability divided "
+            "by its length to this power (1: per-token average; 0: the log-probability itself; below 0: shorter "
+            "answers preferred)."
+        },
     )
     train_score_samples: int = field(
         default=0,
@@ -267,10 +280,18 @@ def generate_answers(
     max_new_tokens: int,
     batch_size: int,
     show_progress: bool = True,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
 ) -> list[str]:
-    """Greedy answers (`mode="answer"`) to `questions`, `batch_size` at a time, through the inference layer."""
+    """Answers (`mode="answer"`) to `questions`, `batch_size` at a time, through the inference layer and the model's
+    `generate()`: greedy, or beam search of `num_beams` beams ranked with `length_penalty`."""
     generator = TextGenerator(model, tokenizer, max_input_tokens=max_source_length)
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=num_beams,
+        length_penalty=length_penalty if num_beams > 1 else None,
+    )
     return generator.generate(questions, settings, batch_size=batch_size, show_progress=show_progress, mode="answer")
 
 
@@ -319,10 +340,12 @@ class AnswerScorer:
     output_dir: Path
     show_progress: bool
     train: Dataset | None = None
+    num_beams: int = 1
+    length_penalty: float = 1.0
 
     def score(self, model: Any, tokenizer: PreTrainedTokenizerBase, pairs: Dataset) -> PairScores:
         """Reconstruction of the questions and answers, the latent error of the Thinking Net ("answer" mode) and the
-        greedy answers' EM, F1, BLEU and ROUGE."""
+        answers' EM, F1, BLEU and ROUGE (greedy, or `num_beams` beams ranked with `length_penalty`)."""
         collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
         recon = reconstruction_accuracy(
             model,
@@ -350,6 +373,8 @@ class AnswerScorer:
             self.max_target_length,
             self.batch_size,
             self.show_progress,
+            self.num_beams,
+            self.length_penalty,
         )
         metrics["answer_seconds"] = time.monotonic() - started
         metrics["questions"] = float(len(questions))
@@ -418,11 +443,14 @@ def score_squad(
     baseline_answer: str | None = None,
     batch_size: int = 64,
     output_dir: str | Path | None = None,
+    num_beams: int | None = None,
+    length_penalty: float | None = None,
 ) -> dict[str, float]:
     """Score a saved AE-LLM folder on every question of a SQuAD file (official JSON or `.qa.jsonl`), with the code
     that scores a training run's validation split: `eval_*` (and `eval_baseline_*` with a `baseline_answer`, e.g. the
-    most frequent answer of the train data). `qa_input` and the lengths default to the folder's `recipe.yaml`; with
-    `output_dir`, `predictions.jsonl` goes there.
+    most frequent answer of the train data). `qa_input`, the lengths and the decoding (`answer_num_beams`,
+    `answer_length_penalty`; greedy without them) default to the folder's `recipe.yaml`; with `output_dir`,
+    `predictions.jsonl` goes there.
 
         score_squad("outputs/aellm-pointer-finetune", "withheld-articles.json")
     """
@@ -442,6 +470,8 @@ def score_squad(
         batch_size=batch_size,
         output_dir=Path(output_dir) if output_dir is not None else folder,
         show_progress=False,
+        num_beams=num_beams or recipe.get("answer_num_beams") or 1,
+        length_penalty=length_penalty if length_penalty is not None else recipe.get("answer_length_penalty", 1.0),
     )
     with eval_mode(model):
         scores = scorer.score(model, tokenizer, pairs)
@@ -486,6 +516,8 @@ def build_question_answering(
 ) -> TrainingSetup:
     """AE-LLM on SQuAD, one phase per run (see the module docstring)."""
     phase = check_phase(model_args)
+    if data_args.answer_num_beams < 1:
+        raise LmforgeError(f"answer_num_beams must be 1 (greedy) or more, got {data_args.answer_num_beams}")
     raw = load_question_answer_pairs(data_args)
     # max_train_samples: 500 keeps the first 500 train pairs, as the seed did.
     train_pairs = limit_rows(raw["train"], data_args.max_train_samples)
@@ -539,6 +571,8 @@ def build_question_answering(
         output_dir=Path(str(training_args.output_dir)),
         show_progress=not training_args.disable_tqdm,
         train=limit_rows(train_pairs, data_args.train_score_samples) if data_args.train_score_samples > 0 else None,
+        num_beams=data_args.answer_num_beams,
+        length_penalty=data_args.answer_length_penalty,
     )
     return TrainingSetup(
         model=model,
