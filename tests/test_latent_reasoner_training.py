@@ -334,6 +334,35 @@ def test_cached_encoder_path_gives_the_live_loss_and_trains(
     assert "input_ids" in build_summarization(*parse_recipe(unfrozen)).train_dataset.column_names
 
 
+def test_decoder_held_in_bf16_trains_under_bf16_autocast(
+    backbones: tuple[Path, Path], dialogue_file: Path, tmp_path: Path
+) -> None:
+    recipe = tiny_recipe(backbones, dialogue_file, tmp_path, decoder_dtype="bfloat16", bf16=True, save_strategy="no")
+    model_args, data_args, training_args = parse_recipe(recipe)
+    setup = build_summarization(model_args, data_args, training_args)
+    model = setup.model
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    assert {dtypes[name] for name in dtypes if name.startswith(("model.decoder.", "lm_head."))} == {torch.bfloat16}
+    assert {dtypes[name] for name in dtypes if not name.startswith(("model.decoder.", "lm_head."))} == {torch.float32}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = LmforgeTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=setup.train_dataset,
+        data_collator=setup.data_collator,
+        processing_class=setup.tokenizer,  # type: ignore[arg-type]
+    )
+    assert math.isfinite(trainer.train().training_loss)
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == mlp_names(model)
+
+    with pytest.raises(LmforgeError, match=r"decoder_dtype must be one of \['bfloat16', 'float32'\], got 'int8'"):
+        build_summarization(*parse_recipe({**recipe, "decoder_dtype": "int8"}))
+    unfrozen = {**recipe, "config_overrides": {**recipe["config_overrides"], "freeze_decoder": False}}
+    with pytest.raises(LmforgeError, match="with freeze_decoder: false the decoder trains"):
+        build_summarization(*parse_recipe(unfrozen))
+
+
 def test_prompted_decoder_baseline_is_the_frozen_decoder_alone_through_the_same_scorer(
     backbones: tuple[Path, Path], dialogue_file: Path, tmp_path: Path
 ) -> None:

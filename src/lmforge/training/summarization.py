@@ -80,6 +80,13 @@ class SummarizationModelArguments(ModelArguments):
     decoder_gguf_file: str | None = field(
         default=None, metadata={"help": "Load the decoder from this GGUF file (needs gguf)."}
     )
+    decoder_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hold the frozen decoder (and its LM head) in this dtype (bfloat16 or float32; default: as "
+            "loaded). With bf16 autocast, bfloat16 saves casting its weights at every step."
+        },
+    )
 
 
 @dataclass
@@ -193,6 +200,23 @@ def load_saved(model_args: SummarizationModelArguments) -> tuple[Any, Any]:
             f"encoder_tokenizer/): {one_line(err)}"
         ) from None
     return model, tokenizers
+
+
+DECODER_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def hold_decoder_in(model: Any, dtype_name: str) -> None:
+    """Cast the frozen decoder and its LM head to `dtype_name` (`decoder_dtype`); the encoder and the MLPs keep
+    theirs. A saved model holds the decoder weights in that dtype (they load back in the model's dtype)."""
+    if dtype_name not in DECODER_DTYPES:
+        raise LmforgeError(f"decoder_dtype must be one of {sorted(DECODER_DTYPES)}, got '{dtype_name}'")
+    if not model.config.freeze_decoder:
+        raise LmforgeError(
+            "decoder_dtype holds a frozen decoder in another dtype; with freeze_decoder: false the decoder trains "
+            "and keeps the model's dtype"
+        )
+    model.model.decoder.to(DECODER_DTYPES[dtype_name])
+    model.lm_head.to(DECODER_DTYPES[dtype_name])
 
 
 def _check_lengths(model: Any, tokenizers: Any, data_args: Seq2SeqDataArguments) -> tuple[int, int]:
@@ -495,6 +519,8 @@ def build_summarization(
     validation_pairs = limit_rows(raw["validation"], data_args.max_eval_samples)
     model, tokenizers = load_saved(model_args) if model_args.model_name_or_path else load_from_backbones(model_args)
 
+    if model_args.decoder_dtype is not None:
+        hold_decoder_in(model, model_args.decoder_dtype)
     max_source_length, max_target_length = _check_lengths(model, tokenizers, data_args)
     # Saved with the model, so `lmforge generate` truncates a dialogue as training did.
     tokenizers.encoder_tokenizer.model_max_length = max_source_length
@@ -588,6 +614,7 @@ __all__ = [
     "config_fields",
     "decoder_causal_lm",
     "generate_summaries",
+    "hold_decoder_in",
     "load_from_backbones",
     "load_saved",
     "prompted_decoder_summaries",
