@@ -154,17 +154,21 @@ def main() -> None:
         f"load {os.getloadavg()}"
     )
 
+    def compare(label: str, candidate: Any, baseline: Any, names: tuple[str, str]) -> None:
+        """Median of paired, alternating step-time ratios candidate / baseline on the longest batch."""
+        batch = batches[-1]
+        candidate(batch), baseline(batch)  # warm-up
+        times_a, times_b = paired(lambda: candidate(batch), lambda: baseline(batch), args.repeats)
+        print(
+            f"{label}, on one batch ({describe(batch)}): median of {args.repeats} paired ratios "
+            f"{median_ratio(times_a, times_b):.3f}; median step {names[0]} {statistics.median(times_a):.2f} s, "
+            f"{names[1]} {statistics.median(times_b):.2f} s; load {os.getloadavg()}"
+        )
+
     if args.compare_bf16:
         step16, _ = make_step(model, bf16=True)
         step32, _ = make_step(model, bf16=False)
-        batch = batches[-1]
-        step16(batch), step32(batch)  # warm-up
-        times16, times32 = paired(lambda: step16(batch), lambda: step32(batch), args.repeats)
-        print(
-            f"bf16 autocast / fp32 step time on one batch ({describe(batch)}): median of {args.repeats} paired "
-            f"ratios {median_ratio(times16, times32):.3f}; median step bf16 {statistics.median(times16):.2f} s, "
-            f"fp32 {statistics.median(times32):.2f} s; load {os.getloadavg()}"
-        )
+        compare("bf16 autocast / fp32 step time", step16, step32, ("bf16", "fp32"))
         return
 
     if args.compare_decoder_bf16:
@@ -173,14 +177,7 @@ def main() -> None:
         held.lm_head.to(torch.bfloat16)
         step_held, _ = make_step(held, bf16=True)
         step_cast, _ = make_step(model, bf16=True)
-        batch = batches[-1]
-        step_held(batch), step_cast(batch)  # warm-up
-        times_held, times_cast = paired(lambda: step_held(batch), lambda: step_cast(batch), args.repeats)
-        print(
-            f"bf16 autocast, decoder held in bf16 / in fp32, on one batch ({describe(batch)}): median of "
-            f"{args.repeats} paired ratios {median_ratio(times_held, times_cast):.3f}; median step "
-            f"{statistics.median(times_held):.2f} s / {statistics.median(times_cast):.2f} s; load {os.getloadavg()}"
-        )
+        compare("bf16 autocast, decoder held in bf16 / in fp32", step_held, step_cast, ("held", "cast"))
         return
 
     step, _ = make_step(model, bf16=args.bf16)
