@@ -26,6 +26,7 @@ import importlib.util
 import os
 import statistics
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -63,7 +64,7 @@ def setup_and_batches(path: str, data: Path, steps: int, overrides: dict[str, An
     cached = path == "cached"
     extra = {
         "train_file": str(data),
-        "output_dir": "/tmp/profile_latent_reasoner",
+        "output_dir": tempfile.mkdtemp(prefix="profile-latent-reasoner-"),  # nothing is saved there
         "cache_encoder_outputs": cached,
         "use_cpu": True,
         "disable_tqdm": True,
