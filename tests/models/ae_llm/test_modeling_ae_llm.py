@@ -234,17 +234,28 @@ def run_trainer(
         seed=0,
     )
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
-    Trainer(model=model, args=args, train_dataset=ListDataset(rows), data_collator=collator).train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is several times faster than two on a shared CPU
+    try:
+        Trainer(model=model, args=args, train_dataset=ListDataset(rows), data_collator=collator).train()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def pair_rows(tokenizer: AELLMTokenizer, pairs: list[tuple[str, str]]) -> list[dict]:
+    """Training rows of (source, target) text pairs: the source's ids and mask, the target's ids as labels."""
+    rows = []
+    for source, target in pairs:
+        ids = tokenizer(source)["input_ids"]
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": tokenizer(target)["input_ids"]})
+    return rows
 
 
 @pytest.fixture(scope="module")
 def trained(tokenizer: AELLMTokenizer, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A tiny model trained by the real Trainer to reconstruct the corpus, with its loss before and after."""
     model = tiny_model(tokenizer, mode="reconstruct", hidden_size=32, latent_size=32)
-    rows = []
-    for text in TEXTS:
-        ids = tokenizer(text)["input_ids"]
-        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids})
+    rows = pair_rows(tokenizer, [(text, text) for text in TEXTS])
     eval_batch = dict(tokenizer(TEXTS, return_tensors="pt", padding=True))
     eval_batch["labels"] = eval_batch["input_ids"].masked_fill(eval_batch["attention_mask"] == 0, -100)
 
@@ -254,12 +265,7 @@ def trained(tokenizer: AELLMTokenizer, tmp_path_factory: pytest.TempPathFactory)
             return float(model(**eval_batch).loss)
 
     before = eval_loss()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: one thread is several times faster than two on a shared CPU
-    try:
-        run_trainer(model, tokenizer, rows, tmp_path_factory.mktemp("trainer"), steps=300)
-    finally:
-        torch.set_num_threads(threads)
+    run_trainer(model, tokenizer, rows, tmp_path_factory.mktemp("trainer"), steps=300)
     after = eval_loss()
     return {"model": model.eval(), "before": before, "after": after}
 
@@ -593,16 +599,7 @@ def test_answer_question_returns_the_trained_answers(tokenizer: AELLMTokenizer, 
     pairs = QA_PAIRS[:5]
     expected = [normalize_answer(answer) for _, answer in pairs]  # SQuAD normalisation: case, punctuation, articles
     model = tiny_model(tokenizer, hidden_size=64, latent_size=32, teacher_forcing_ratio=1.0)
-    rows = []
-    for question, answer in pairs:
-        ids = tokenizer(question)["input_ids"]
-        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": tokenizer(answer)["input_ids"]})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_trainer(model, tokenizer, rows * 4, tmp_path, steps=300, learning_rate=1e-2)
-    finally:
-        torch.set_num_threads(threads)
+    run_trainer(model, tokenizer, pair_rows(tokenizer, pairs) * 4, tmp_path, steps=300, learning_rate=1e-2)
     model.eval()
     greedy = [model.answer_question(question, tokenizer, max_new_tokens=12) for question, _ in pairs]
     beams = [model.answer_question(question, tokenizer, max_new_tokens=12, num_beams=3) for question, _ in pairs]
@@ -719,16 +716,9 @@ def test_copy_loss_points_the_copy_head_at_the_answer(tokenizer: AELLMTokenizer,
     model = tiny_model(tokenizer, copy_loss_coef=1.0, **COPY)
     before = copy_probability(model.eval(), batch)
     assert before.max() < 0.5, before
-    rows = []
-    for source, answer in COPY_PAIRS:
-        ids = tokenizer(source)["input_ids"]
-        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": tokenizer(answer)["input_ids"]})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_trainer(model.train(), tokenizer, rows * 4, tmp_path, steps=300, learning_rate=1e-2)
-    finally:
-        torch.set_num_threads(threads)
+    run_trainer(
+        model.train(), tokenizer, pair_rows(tokenizer, COPY_PAIRS) * 4, tmp_path, steps=300, learning_rate=1e-2
+    )
     after = copy_probability(model.eval(), batch)
     assert after.mean() > 0.9 and after.min() > 0.5, after
 
