@@ -21,7 +21,8 @@ from lmforge.data import lead_3, load_summarization
 from lmforge.inference import GenerationSettings, TextGenerator
 from lmforge.loading import load_model_and_processor
 from lmforge.models import LatentReasonerProcessor
-from lmforge.training import LmforgeTrainer, parse_recipe, run_training
+from lmforge.training import parse_recipe, run_training
+from lmforge.training.run import build_trainer
 from lmforge.training.summarization import (
     POOLED_COLUMN,
     PROMPTED_DECODER_PROMPT,
@@ -261,13 +262,7 @@ def test_builder_trains_only_the_mlps(backbones: tuple[Path, Path], dialogue_fil
     assert model.generation_config.no_repeat_ngram_size == 3
 
     # The Trainer's optimizer holds exactly the parameters that require gradients: the MLPs.
-    trainer = LmforgeTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=setup.train_dataset,
-        data_collator=setup.data_collator,
-        processing_class=setup.tokenizer,  # type: ignore[arg-type]
-    )
+    trainer = build_trainer(setup, training_args)  # the run's own Trainer
     optimizer = trainer.create_optimizer()
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     named = dict(model.named_parameters())
@@ -314,14 +309,7 @@ def test_cached_encoder_path_gives_the_live_loss_and_trains(
     # The Trainer trains through it (length-grouped batches, evaluation on the cached validation rows too).
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     model.train()
-    trainer = LmforgeTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=setup.train_dataset,
-        eval_dataset=setup.eval_dataset,
-        data_collator=setup.data_collator,
-        processing_class=setup.tokenizer,  # type: ignore[arg-type]
-    )
+    trainer = build_trainer(setup, training_args)  # the run's own Trainer
     result = trainer.train()
     assert result.global_step == 6 and math.isfinite(result.training_loss)
     assert math.isfinite(trainer.evaluate()["eval_loss"])
@@ -345,13 +333,7 @@ def test_decoder_held_in_bf16_trains_under_bf16_autocast(
     assert {dtypes[name] for name in dtypes if name.startswith(("model.decoder.", "lm_head."))} == {torch.bfloat16}
     assert {dtypes[name] for name in dtypes if not name.startswith(("model.decoder.", "lm_head."))} == {torch.float32}
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    trainer = LmforgeTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=setup.train_dataset,
-        data_collator=setup.data_collator,
-        processing_class=setup.tokenizer,  # type: ignore[arg-type]
-    )
+    trainer = build_trainer(setup, training_args)  # the run's own Trainer
     assert math.isfinite(trainer.train().training_loss)
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed == mlp_names(model)
