@@ -417,7 +417,8 @@ def prompted_decoder_summaries(
 
 @dataclass
 class SummaryScorer:
-    """The `post_train` hook: ROUGE of the model's summaries of the validation dialogues, and of LEAD-3."""
+    """The `post_train` hook: ROUGE of the model's summaries of the validation dialogues, of LEAD-3 and (unless
+    `prompted_decoder` is off) of the frozen decoder alone, prompted; all scored by `score_summaries`."""
 
     validation: Dataset
     max_source_length: int
