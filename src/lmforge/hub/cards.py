@@ -3,9 +3,10 @@
 The card is built from what a training run leaves in its folder: `config.json` (architecture and sizes), the
 safetensors header (parameter count), `eval_results.json` (the `model-index` and the results table),
 `trainer_state.json` / `train_results.json` (steps, epochs, evaluation history), `recipe.yaml` (the training recipe),
-`samples.json` (text generated at the end of the run) and, when present, `forgetting.md` (the forgetting table of a
-fine-tuning study). What the card says of the architecture comes from its spec (`lmforge.models.get_spec`): pipeline
-tag, sizes, example prompts, default data. The templates are the repository's `model_cards/<model_type>.md` (or the
+`samples.json` (text generated at the end of the run) and, when present, `interpolation.json` (texts decoded between
+two texts' idea vectors, `lmforge.interpolation`) and `forgetting.md` (the forgetting table of a fine-tuning study).
+What the card says of the architecture comes from its spec (`lmforge.models.get_spec`): pipeline tag, sizes, example
+prompts, default data. The templates are the repository's `model_cards/<model_type>.md` (or the
 spec's `card_template`), installed as `lmforge.model_cards`.
 
     card = render_model_card("outputs/aksis-shakespeare", repo_id="me/aksis-shakespeare")
@@ -138,6 +139,7 @@ class ModelFolder:
     trainer_state: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
     samples: dict[str, str] = field(default_factory=dict)
+    interpolation: dict[str, Any] = field(default_factory=dict)
     forgetting: str | None = None
 
     @property
@@ -215,6 +217,7 @@ def read_model_folder(model_path: str | Path) -> ModelFolder:
         trainer_state=_read_optional_json(path / "trainer_state.json"),
         recipe=recipe,
         samples={str(k): str(v) for k, v in samples.items()},
+        interpolation=_read_optional_json(path / "interpolation.json"),
         forgetting=forgetting.read_text(encoding="utf-8").strip() if forgetting.is_file() else None,
     )
 
@@ -392,6 +395,54 @@ def _samples_section(folder: ModelFolder) -> str:
     return "\n".join(lines).strip()
 
 
+def _table_cell(text: str) -> str:
+    """Text as one markdown table cell: one line, `|` escaped."""
+    cell = " ".join(str(text).split()).replace("|", "\\|")
+    return cell or "(nothing)"
+
+
+def _interpolation_section(folder: ModelFolder) -> str:
+    """The table of `interpolation.json` (`lmforge.interpolation`): the two texts (their first 200 characters) and
+    what the model writes from each mix of their idea vectors; empty without the file."""
+    table = folder.interpolation
+    rows = [row for row in table.get("rows") or [] if isinstance(row, dict) and "alpha" in row]
+    if not rows:
+        return ""
+
+    def shown(text: Any) -> str:
+        text = str(text or "").strip()
+        return (text[:200].rstrip() + " ..." if len(text) > 200 else text).replace("```", "'''")
+
+    limit = table.get("max_new_tokens")
+    lines = [
+        "## Interpolation in the idea space",
+        "",
+        "The model reads each text into one idea vector. Decoding from the mix `(1 - alpha) * idea(A) + alpha * "
+        "idea(B)` moves from what it writes for A (alpha 0) to what it writes for B (alpha 1); in between, what the "
+        "mixed idea keeps of each text. Greedy decoding" + (f", at most {limit} new tokens." if limit else "."),
+        "",
+        "A:",
+        "",
+        "```text",
+        shown(table.get("text_a")),
+        "```",
+        "",
+        "B:",
+        "",
+        "```text",
+        shown(table.get("text_b")),
+        "```",
+        "",
+        "| alpha | summary |",
+        "| --- | --- |",
+    ]
+    for row in rows:
+        alpha = row["alpha"]
+        label = f"{alpha:g}" if isinstance(alpha, int | float) and not isinstance(alpha, bool) else str(alpha)
+        lines.append(f"| {_table_cell(label)} | {_table_cell(row.get('text', ''))} |")
+    return "\n".join(lines)
+
+
 def _forgetting_section(folder: ModelFolder) -> str:
     if not folder.forgetting:
         return ""
@@ -433,6 +484,7 @@ def render_model_card(
         summary=_summary(folder),
         space_section=_space_section(space_id),
         samples_section=_samples_section(folder),
+        interpolation_section=_interpolation_section(folder),
         training_section=_training_section(folder),
         results_section=_results_section(folder),
         forgetting_section=_forgetting_section(folder),

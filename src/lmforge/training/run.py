@@ -1,5 +1,8 @@
 """One training run: recipe -> task builder -> `Trainer.train()` -> evaluate -> save (safetensors) -> samples -> push.
 
+A model with the "interpolate" mode (LatentReasoner) also gets `interpolation.json`, the card's table of texts decoded
+between two texts' idea vectors (`write_run_interpolation`).
+
 With `push_to_hub: true`, the Trainer never talks to the Hub: the run checks the token and network before training,
 and at the end pushes the final folder once with `lmforge push`'s upload plan (the lmforge model card, the weights,
 tokenizer and code; no checkpoints, no pickles), as one commit to `hub_model_id` (default: `<user>/<output_dir name>`).
@@ -25,6 +28,7 @@ from ..errors import LmforgeError
 from ..hub.push import check_hub_access, push
 from ..hub.remote_code import add_remote_code
 from ..inference import GenerationSettings, TextGenerator
+from ..interpolation import INTERPOLATION_FILE, interpolation_table, interpolation_texts, save_interpolation
 from .arguments import DataArguments, LmforgeTrainingArguments, ModelArguments
 from .builders import TrainingSetup
 from .recipe import task_of
@@ -150,6 +154,24 @@ def write_run_files(
         (output_dir / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
+def write_run_interpolation(output_dir: Path, generator: TextGenerator, max_new_tokens: int) -> Path | None:
+    """For a model with the "interpolate" mode: `interpolation.json` in the output folder, the greedy texts decoded
+    between the idea vectors of two texts at alpha 0, 0.25, 0.5, 0.75 and 1 (`lmforge.interpolation`), five
+    generations of at most `max_new_tokens` (the samples' `sample_max_new_tokens`). The two texts are the run's first
+    two validation sources (`predictions.jsonl`, written by the `post_train` hook), else its first two sample prompts
+    (`samples.json`); without either, no table (a log line, and a table of an earlier run in the folder is removed).
+    Returns the file's path, or None."""
+    found = interpolation_texts(output_dir)
+    if found is None:
+        (output_dir / INTERPOLATION_FILE).unlink(missing_ok=True)
+        logger.info("No interpolation table: the run has neither two validation sources nor two sample prompts")
+        return None
+    (text_a, text_b), source = found
+    path = save_interpolation(output_dir, interpolation_table(generator, text_a, text_b, max_new_tokens, source))
+    logger.info("Interpolation between the first two texts of %s written to %s", source, path)
+    return path
+
+
 def hub_repo_id(model_args: ModelArguments, training_args: LmforgeTrainingArguments) -> str | None:
     """With `push_to_hub`, the repository the run pushes to, after checking that a push can work (token, network,
     a full model): `hub_model_id`, or `<user>/<output_dir name>`. None without `push_to_hub`."""
@@ -221,6 +243,8 @@ def run_training(
             samples[prompt] = generator.generate(prompt, settings)
             logger.info("Sample for %r:\n%s%s", prompt, prompt, samples[prompt])
         write_run_files(output_dir, model_args, data_args, training_args, samples)
+        if "interpolate" in generator.modes:
+            write_run_interpolation(output_dir, generator, training_args.sample_max_new_tokens)
         add_remote_code(output_dir)  # e.g. the custom pipeline of the seq2seq models
         logger.info(
             "Done: eval_loss %.4f, eval_perplexity %.2f; model saved in %s",
