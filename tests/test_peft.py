@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
+    AutoTokenizer,
     BertConfig,
     GPT2Config,
     Trainer,
@@ -46,7 +47,7 @@ from lmforge.models import (
     LatentReasonerConfig,
     LatentReasonerForConditionalGeneration,
 )
-from lmforge.studies.forgetting import evaluate_loss, load_study, parse_study
+from lmforge.studies.forgetting import QuestionTask, evaluate_loss, load_study, parse_study
 from lmforge.studies.routing import AdapterRouter, RoutedAdapterModel, bag_of_tokens, router_features
 
 from .conftest import REPO_ROOT, TINY_AKSIS, python_without_lmforge
@@ -694,6 +695,29 @@ def test_forgetting_study_on_a_question_answering_model(tmp_path, qa_corpus):
     assert "A EM after" in table and "A / B F1 after" in table and "router right on held-out A / B" in table
     section = (out / "forgetting.md").read_text()
     assert "exact match" in section and "learned" in section
+
+
+def test_question_task_holds_out_the_validation_articles_when_every_pair_was_learned(tmp_path, qa_corpus):
+    """A corpus whose max_train_samples covers all its questions leaves none of its own for the router's held-out
+    inputs: they come from its validation articles (this used to fail on an empty row range)."""
+    from .saved_models import golden_copy
+
+    base = golden_copy("ae_llm", tmp_path / "base")
+    corpus = {"train_file": str(qa_corpus), "qa_input": "question", "validation_articles": ["Rivers"]}
+    study = parse_study(
+        {
+            "base_model_path": str(base),
+            "base": {**corpus, "articles": ["Animals"], "max_train_samples": 100},
+            "methods": {"full": {}},
+            "pairings": [{"name": "cities", **corpus, "articles": ["Cities"], "max_train_samples": 4}],
+        }
+    )
+    task = QuestionTask(study, AutoTokenizer.from_pretrained(base))
+    learned, held_out = task.pairs(study.corpus_a)
+    assert learned.num_rows == 6 and set(held_out["title"]) == {"Rivers"}
+    learned, held_out = task.pairs(study.pairings[0].data)  # 4 learned: the other 2 of the article are held out
+    assert learned.num_rows == 4 and held_out.num_rows == 2 and set(held_out["title"]) == {"Cities"}
+    assert task.held_out_inputs(study.corpus_a).num_rows == 2
 
 
 @pytest.mark.parametrize(

@@ -491,7 +491,8 @@ class QuestionTask(StudyTask):
             train = loaded["train"]
             learned = limit_rows(train, data_args.max_train_samples)
             titles = set(learned["title"])
-            rest = train.select(range(learned.num_rows, train.num_rows)).filter(lambda row: row["title"] in titles)
+            rest = train.select(list(range(learned.num_rows, train.num_rows)))  # (empty when all were learned)
+            rest = rest.filter(lambda row: row["title"] in titles)
             if rest.num_rows == 0:  # every question of these articles was learned: other articles then
                 rest = loaded["validation"]
             self._cache[key] = (learned, limit_rows(rest.shuffle(seed=0), ROUTER_ROWS_PER_CORPUS))
