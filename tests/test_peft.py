@@ -36,6 +36,7 @@ import lmforge
 from lmforge import LmforgeError
 from lmforge.adapters import LORA_TARGET_MODULES, PEFT_TASK_TYPES, apply_peft, count_parameters, lora_config
 from lmforge.cli.main import main as lmforge_main
+from lmforge.data.squad import load_squad
 from lmforge.loading import load_adapter_model
 from lmforge.models import (
     AELLMConfig,
@@ -251,7 +252,8 @@ def python_in_fresh_process(code: str, cwd: Path):
 def test_lora_trains_only_the_adapter(lora_run):
     model = lora_run["model"]
     assert lora_run["trainable"], "LoRA found no target module"
-    assert all(".lora_A." in name or ".lora_B." in name for name in lora_run["trainable"])
+    lora_names = (".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.")
+    assert all(any(part in name for part in lora_names) for name in lora_run["trainable"])
     after = dict(model.get_base_model().named_parameters())
     changed = {
         name
@@ -266,6 +268,8 @@ def test_lora_trains_only_the_adapter(lora_run):
         # LoRA has no GRU layer (the GRUs are the `layers` of the encoder and decoder): Linear targets only
         assert not any(".layers." in name for name in lora_run["trainable"])
         assert any(".model.encoder.to_latent." in name for name in lora_run["trainable"])
+        # and the token embedding, without which an adapter learns few new answers (see the model's SPEC)
+        assert any(".model.encoder.embed_tokens.lora_embedding_A." in name for name in lora_run["trainable"])
     if lora_run["model_type"] == "latent_reasoner":
         assert not any(".model.encoder." in name or "lm_head" in name for name in lora_run["trainable"])
         assert any(".model.decoder." in name for name in lora_run["trainable"])
@@ -278,7 +282,13 @@ def test_adapter_is_only_safetensors(lora_run):
     assert not {f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))}
     with safe_open(str(lora_run["tmp"] / "adapter" / "adapter_model.safetensors"), "pt") as weights:
         keys = list(weights.keys())
-    assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys), keys  # the adapter, not base weights
+    # the adapter, not base weights; but an adapter with LoRA on the token embedding (AE-LLM's) also carries that
+    # embedding, as PEFT saves it by default for such adapters (save_embedding_layers="auto")
+    base_weights = [k for k in keys if "lora_" not in k]
+    expected = (
+        ["base_model.model.model.encoder.embed_tokens.base_layer.weight"] if lora_run["model_type"] == "ae_llm" else []
+    )
+    assert keys and base_weights == expected, keys
 
 
 def test_adapter_round_trip_gives_identical_logits(lora_run):
@@ -767,22 +777,48 @@ def test_shipped_forgetting_recipe_parses(shared_data, monkeypatch):
 
 
 def test_shipped_ae_llm_forgetting_recipe_parses(shared_data, tmp_path, monkeypatch):
-    """recipes/ae_llm/forgetting.yaml on a saved AE-LLM (here the tiny golden one): corpus A comes from the model's
-    recipe, corpus B is a disjoint SQuAD article, and every method of the issue is there (full, LoRA r4/8/16, routed)."""
+    """recipes/ae_llm/forgetting.yaml on a saved AE-LLM (here the tiny golden one): corpus A is one of the model's
+    train articles (the recipe's base keys), corpus B an article of the held-out ones, and every method of the issue
+    is there (full, LoRA r4/8/16, routed)."""
     from .saved_models import golden_copy
 
     monkeypatch.chdir(REPO_ROOT)  # its data paths are relative to the repository root
     base = golden_copy("ae_llm", tmp_path / "base")
-    squad = shared_data / "squad-v1.1" / "dev-v1.1.shared.json"
-    corpus_a = {"model_type": "ae_llm", "train_file": str(squad), "qa_input": "question", "max_train_samples": 500}
-    (base / "recipe.yaml").write_text(yaml.safe_dump(corpus_a))  # as the seed recipes leave it
     study = load_study(REPO_ROOT / "recipes" / "ae_llm" / "forgetting.yaml", ["--base_model_path", str(base)])
     assert study.model_type == "ae_llm" and study.task == "question_answering"
-    assert [p.name for p in study.pairings] == ["tesla"] and study.corpus_a["max_train_samples"] == 500
-    assert study.pairings[0].data["articles"] == ["Nikola_Tesla"]
+    assert study.corpus_a["articles"] == ["Chloroplast"] and study.corpus_a["qa_input"] == "question_and_sentence"
+    assert [p.name for p in study.pairings] == ["warsaw"] and study.pairings[0].data["articles"] == ["Warsaw"]
     names = [m.name for m in study.methods]
     assert names[:4] == ["full", "lora-r4", "lora-r8", "lora-r16"] and "routed" in names
     assert {m.kind for m in study.methods} == {"full", "lora", "routed"}
+    task = QuestionTask(study, AutoTokenizer.from_pretrained(base))
+    learned_a, held_a = task.pairs(study.corpus_a)
+    learned_b, held_b = task.pairs(study.pairings[0].data)
+    assert learned_a.num_rows == learned_b.num_rows == 200 and held_a.num_rows > 50 and held_b.num_rows > 40
+    assert set(learned_a["title"]) == set(held_a["title"]) == {"Chloroplast"}
+    assert set(learned_b["title"]) == set(held_b["title"]) == {"Warsaw"}
+    # Corpus B is an article the pointer recipes hold out (their validation split): the model never saw it.
+    pointer = yaml.safe_load((REPO_ROOT / "recipes" / "ae_llm" / "aellm-pointer_finetune.yaml").read_text())
+    split = load_squad(
+        None, None, study.pairings[0].data["train_file"], None, pointer["validation_split_percentage"], "question"
+    )
+    assert "Warsaw" in set(split["validation"]["title"]) and "Chloroplast" in set(split["train"]["title"])
+
+
+def test_shipped_seed_sized_ae_llm_forgetting_recipe_parses(shared_data, tmp_path, monkeypatch):
+    """recipes/ae_llm/aellm-seed_forgetting.yaml: corpus A comes from the saved model's recipe (the seed's 500 pairs)."""
+    from .saved_models import golden_copy
+
+    monkeypatch.chdir(REPO_ROOT)
+    base = golden_copy("ae_llm", tmp_path / "base")
+    squad = shared_data / "squad-v1.1" / "dev-v1.1.shared.json"
+    corpus_a = {"model_type": "ae_llm", "train_file": str(squad), "qa_input": "question", "max_train_samples": 500}
+    (base / "recipe.yaml").write_text(yaml.safe_dump(corpus_a))  # as the seed recipes leave it
+    study = load_study(
+        REPO_ROOT / "recipes" / "ae_llm" / "aellm-seed_forgetting.yaml", ["--base_model_path", str(base)]
+    )
+    assert [p.name for p in study.pairings] == ["tesla"] and study.corpus_a["max_train_samples"] == 500
+    assert study.pairings[0].data["articles"] == ["Nikola_Tesla"]
 
 
 def test_adapter_loads_with_remote_code_where_lmforge_is_missing(tmp_path):
