@@ -121,6 +121,41 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
+def causal_attention_in_blocks(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    block_size: int = 128,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """Causal softmax attention with dropout on the probabilities, `block_size` queries at a time, for the training
+    step on the CPU (no padding mask, no cache: queries and keys are the same T positions).
+
+    SDPA's fused CPU kernel takes no dropout, so with dropout it falls back to its math path, which scores every query
+    against every key, then masks, normalises, drops out and multiplies by the values all of the (B, nh, T, T) matrix,
+    half of it above the diagonal and zero. Here the queries of one block only meet the keys up to the block's own
+    end: the same softmax, the same Bernoulli(1 - dropout) mask scaled by 1 / (1 - dropout) on every probability that
+    can be non-zero, the same sums, on (n + 1) / 2n of the matrix for n blocks (5/8 at T = 512).
+    """
+    seq_len = query.shape[-2]
+    query = (query * scaling).contiguous()  # (B, nh, T, hs)
+    key, value = key.contiguous(), value.contiguous()
+    above_diagonal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=query.device).triu(1)  # (T, T)
+    blocks = []
+    for start in range(0, seq_len, block_size):
+        end = min(start + block_size, seq_len)
+        scores = torch.matmul(query[:, :, start:end], key[:, :, :end].transpose(2, 3))  # (B, nh, rows, end)
+        scores = scores.masked_fill(above_diagonal[start:end, :end], float("-inf"))
+        probs = nn.functional.softmax(scores, dim=-1)
+        probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+        blocks.append(torch.matmul(probs, value[:, :, :end]).transpose(1, 2))  # (B, rows, nh, hs)
+    return torch.cat(blocks, dim=1), None  # (B, T, nh, hs)
+
+
 class AksisAttention(nn.Module):
     """Causal multi-head self-attention with one fused query/key/value projection."""
 
@@ -154,6 +189,16 @@ class AksisAttention(nn.Module):
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
+        if (
+            self.training
+            and self.attention_dropout > 0
+            and self.config._attn_implementation == "sdpa"
+            and query_states.device.type == "cpu"
+            and attention_mask is None
+            and cache is None
+        ):
+            # SDPA would take its math path (no fused CPU kernel with dropout): skip the blocks above the diagonal
+            attention_interface = causal_attention_in_blocks
         attn_output, attn_weights = attention_interface(
             self,
             query_states,
