@@ -6,6 +6,9 @@ length. Rows:
   kernel; GPT-2 0.1, which sends SDPA to the math path);
 - "matched": Aksis with GPT-2's attention dropout of 0.1 too, the like-for-like comparison of the two implementations;
 - eager attention, and (with --compile) torch.compile of both models.
+Both models take the same AdamW: by default the fused one (`fused=True`, what the Trainer's default
+`optim="adamw_torch_fused"` builds), or with `--optim loop` torch's per-tensor loop (the CPU default of a bare
+`torch.optim.AdamW`, which earlier runs used).
 Each ratio is the median of paired, interleaved rounds (alternating order). Peak memory is measured in a fresh
 process per model.
 
@@ -36,10 +39,17 @@ from common import (
 
 
 def make_step(
-    name: str, size, attn: str, batch: int, seq: int, compile_model: bool = False, matched_dropout: bool = False
+    name: str,
+    size,
+    attn: str,
+    batch: int,
+    seq: int,
+    compile_model: bool = False,
+    matched_dropout: bool = False,
+    optim: str = "fused",
 ):
     model = build(name, size, attn, matched_dropout).to(device()).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=optim == "fused", foreach=False)
     forward = torch.compile(model) if compile_model else model
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(4, size.vocab_size, (batch, seq), generator=generator).to(device())
@@ -62,6 +72,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per timed round")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile variants")
+    parser.add_argument(
+        "--optim", choices=("fused", "loop"), default="fused", help="AdamW of both models (default: fused)"
+    )
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "ATTN", "DROPOUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     size = QUICK if args.quick else REFERENCE
@@ -72,14 +85,15 @@ def main() -> None:
     if args.memory_child:
         base = current_rss_mb()
         name, attn, dropout = args.memory_child
-        step = make_step(name, size, attn, args.batch, seq, matched_dropout=dropout == "matched")
+        step = make_step(name, size, attn, args.batch, seq, matched_dropout=dropout == "matched", optim=args.optim)
         for _ in range(2):
             step()
         report_peak(base)
         return
 
     print(f"# Training throughput, {machine()}")
-    print(f"size: {size}, batch {args.batch} x seq {seq}, {steps} steps per round, {repeats} rounds\n")
+    print(f"size: {size}, batch {args.batch} x seq {seq}, {steps} steps per round, {repeats} rounds")
+    print(f"AdamW: {args.optim} (both models)\n")
     tokens = args.batch * seq * steps
     variants = [("sdpa", "defaults", False), ("sdpa", "matched", False), ("eager", "defaults", False)]
     if args.compile:
@@ -90,8 +104,8 @@ def main() -> None:
     print("| --- | --- | --- | ---: | ---: | ---: |")
     for attn, dropout, compiled in variants:
         matched = dropout == "matched"
-        aksis_step = make_step("aksis", size, attn, args.batch, seq, compiled, matched)
-        gpt2_step = make_step("gpt2", size, attn, args.batch, seq, compiled)
+        aksis_step = make_step("aksis", size, attn, args.batch, seq, compiled, matched, args.optim)
+        gpt2_step = make_step("gpt2", size, attn, args.batch, seq, compiled, optim=args.optim)
 
         def run(step):
             return lambda: [step() for _ in range(steps)]
@@ -108,7 +122,9 @@ def main() -> None:
     )
     print("| --- | --- | ---: | ---: | ---: |")
     script = str(Path(__file__).resolve())
-    extra = ["--batch", str(args.batch), "--seq", str(seq)] + (["--quick"] if args.quick else [])
+    extra = ["--batch", str(args.batch), "--seq", str(seq), "--optim", args.optim] + (
+        ["--quick"] if args.quick else []
+    )
     for attn, dropout, _ in variants[:3]:
         aksis_m, gpt2_m = [], []
         for i in range(3):
