@@ -11,6 +11,7 @@ forward (under bf16 autocast with `--bf16`), backward, AdamW on the MLPs.
                                                                          # batches, the decoder held in bf16 (recipe)
     python bench/profile_latent_reasoner_step.py --path cached --compare-bf16          # autocast vs fp32, paired
     python bench/profile_latent_reasoner_step.py --path cached --compare-decoder-bf16  # decoder in bf16 vs fp32
+    python bench/profile_latent_reasoner_step.py --path cached --bf16 --compare-compile  # torch.compile vs eager
 
 `--compare-bf16` times the same batch in both precisions, interleaved, alternating which runs first, and reports the
 median of the per-round ratios (bf16 time / fp32 time; below 1 means bf16 is faster); `--compare-decoder-bf16` does
@@ -133,6 +134,11 @@ def main() -> None:
         action="store_true",
         help="paired timing under bf16 autocast: the frozen decoder held in bf16 vs in fp32 (cast at every step)",
     )
+    parser.add_argument(
+        "--compare-compile",
+        action="store_true",
+        help="paired timing under the recipe's precision: the model under torch.compile (dynamic shapes) vs eager",
+    )
     args = parser.parse_args()
     missing = missing_requirements(args.data)
     if missing:
@@ -179,6 +185,18 @@ def main() -> None:
         step_held, _ = make_step(held, bf16=True)
         step_cast, _ = make_step(model, bf16=True)
         compare("bf16 autocast, decoder held in bf16 / in fp32", step_held, step_cast, ("held", "cast"))
+        return
+
+    if args.compare_compile:
+        compiled = copy.deepcopy(model)
+        compiled.forward = torch.compile(compiled.forward, dynamic=True)  # batches differ in length
+        step_compiled, _ = make_step(compiled, bf16=args.bf16)
+        started = time.perf_counter()
+        for batch in batches:  # compile, and see every shape once
+            step_compiled(batch)
+        print(f"compile and {len(batches)} first steps: {time.perf_counter() - started:.1f} s")
+        step_eager, _ = make_step(model, bf16=args.bf16)
+        compare("torch.compile / eager step time", step_compiled, step_eager, ("compiled", "eager"))
         return
 
     step, _ = make_step(model, bf16=args.bf16)
