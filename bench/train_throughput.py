@@ -14,6 +14,7 @@ process per model.
 
     python bench/train_throughput.py --quick        # a few minutes on 2 CPU cores
     python bench/train_throughput.py                # the reference size (6 x 512, context 512)
+    python bench/train_throughput.py --only matched # only the matched-dropout timings (no memory)
 """
 
 import argparse
@@ -75,6 +76,9 @@ def main() -> None:
     parser.add_argument(
         "--optim", choices=("fused", "loop"), default="fused", help="AdamW of both models (default: fused)"
     )
+    parser.add_argument(
+        "--only", choices=("matched",), default=None, help="time only the rows at matched attention dropout, no memory"
+    )
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "ATTN", "DROPOUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     size = QUICK if args.quick else REFERENCE
@@ -98,11 +102,12 @@ def main() -> None:
     variants = [("sdpa", "defaults", False), ("sdpa", "matched", False), ("eager", "defaults", False)]
     if args.compile:
         variants += [("sdpa", "defaults", True), ("sdpa", "matched", True)]
+    timed_variants = [v for v in variants if args.only is None or v[1] == args.only]
     print(
         "| attention | attention dropout | compile | Aksis tok/s | GPT-2 tok/s | Aksis / GPT-2 (median of paired rounds) |"
     )
     print("| --- | --- | --- | ---: | ---: | ---: |")
-    for attn, dropout, compiled in variants:
+    for attn, dropout, compiled in timed_variants:
         matched = dropout == "matched"
         aksis_step = make_step("aksis", size, attn, args.batch, seq, compiled, matched, args.optim)
         gpt2_step = make_step("gpt2", size, attn, args.batch, seq, compiled, optim=args.optim)
@@ -117,6 +122,8 @@ def main() -> None:
             f"{tokens / statistics.median(gpt2_t):,.0f} | {ratio:.3f}x |"
         )
 
+    if args.only:
+        return
     print(
         "\n| attention | attention dropout | Aksis peak MiB | GPT-2 peak MiB | Aksis / GPT-2 (median of paired rounds) |"
     )
