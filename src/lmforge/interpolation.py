@@ -20,10 +20,11 @@ prompts (`samples.json`).
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .errors import LmforgeError
 from .inference import GenerationSettings, TextGenerator
+from .loading import read_model_type
 from .models import get_spec
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # The validation sources a run leaves in its folder: the file and the field of each line that holds the input text.
 PREDICTIONS_FILE, PREDICTIONS_SOURCE = "predictions.jsonl", "dialogue"
 SAMPLES_FILE = "samples.json"
-# The training run's `sample_max_new_tokens` default, for a folder whose run saved neither its arguments nor it.
-DEFAULT_MAX_NEW_TOKENS = 64
 
 
 def interpolation_texts(folder: str | Path) -> tuple[tuple[str, str], str] | None:
@@ -98,8 +97,12 @@ def saved_max_new_tokens(folder: str | Path) -> int:
     `recipe.yaml`), else the training default."""
     import yaml
 
+    # lmforge.training imports this module (a run writes the table): its arguments are imported here, when needed
+    from .training.arguments import LmforgeTrainingArguments
+    from .training.trainer import TRAINING_ARGS_JSON
+
     path = Path(folder)
-    for name in ("training_args.json", "recipe.yaml"):
+    for name in (TRAINING_ARGS_JSON, "recipe.yaml"):
         file = path / name
         if not file.is_file():
             continue
@@ -111,7 +114,7 @@ def saved_max_new_tokens(folder: str | Path) -> int:
         value = values.get("sample_max_new_tokens") if isinstance(values, dict) else None
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
-    return DEFAULT_MAX_NEW_TOKENS
+    return cast(int, LmforgeTrainingArguments.__dataclass_fields__["sample_max_new_tokens"].default)
 
 
 def write_interpolation(
@@ -137,10 +140,7 @@ def write_interpolation(
     are given.
     """
     folder = Path(model_path)
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise LmforgeError(f"{folder} has no config.json; it is not a saved model folder")
-    model_type = str(json.loads(config_file.read_text(encoding="utf-8")).get("model_type"))
+    model_type = read_model_type(folder)
     if "interpolate" not in get_spec(model_type).modes:
         raise LmforgeError(f"a {model_type} model has no idea space to interpolate in (no 'interpolate' mode)")
     if (text_a is None) != (text_b is None):
