@@ -179,9 +179,10 @@ def main() -> None:
         return
 
     if args.compare_decoder_bf16:
+        from lmforge.training.summarization import hold_decoder_in
+
         held = copy.deepcopy(model)
-        held.model.decoder.to(torch.bfloat16)
-        held.lm_head.to(torch.bfloat16)
+        hold_decoder_in(held, "bfloat16")  # what the recipe's decoder_dtype does
         step_held, _ = make_step(held, bf16=True)
         step_cast, _ = make_step(model, bf16=True)
         compare("bf16 autocast, decoder held in bf16 / in fp32", step_held, step_cast, ("held", "cast"))
