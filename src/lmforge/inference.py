@@ -47,6 +47,7 @@ from transformers import (
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
+    NoRepeatNGramLogitsProcessor,
     StoppingCriteria,
     StoppingCriteriaList,
     TextIteratorStreamer,
@@ -66,6 +67,9 @@ PLAIN_CHAT_TEMPLATE = (
 )
 # Options that only apply when sampling (left out when do_sample is False, so generate() does not warn about them).
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p")
+# What a processor with a decoder prompt adds to an encoder-decoder's inputs: the prompt, padded on the left, which
+# the decoder reads after its start token (`generate()` puts the start token in front).
+DECODER_PROMPT_INPUTS = ("decoder_input_ids", "decoder_attention_mask")
 # Settings that are not `GenerationConfig` fields: the seed, and OpenAI's penalties (`OpenAIPenalties`).
 NOT_GENERATION_CONFIG = ("seed", "presence_penalty", "frequency_penalty")
 
@@ -237,6 +241,27 @@ class OpenAIPenalties(LogitsProcessor):
             return scores
         counts = torch.zeros_like(scores).scatter_add_(1, new, torch.ones(new.shape, dtype=scores.dtype))
         return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
+class NoRepeatNGramAfter(NoRepeatNGramLogitsProcessor):
+    """transformers' `no_repeat_ngram_size` over the new tokens only (from column `start` of `input_ids`): an
+    encoder-decoder's decoder prompt (the text to summarize, read word for word) is not text the model wrote, and a
+    summary may repeat its 3-grams (names, phrases)."""
+
+    def __init__(self, ngram_size: int, start: int) -> None:
+        super().__init__(ngram_size)
+        self.start = start
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> Any:
+        return super().__call__(input_ids[:, self.start :], scores)  # type: ignore[arg-type]
+
+
+def no_repeat_after_prompt(config: GenerationConfig, start: int) -> LogitsProcessorList:
+    """Move `config.no_repeat_ngram_size` into a `NoRepeatNGramAfter(start)` (returned, for `generate()`'s
+    `logits_processor`), so that the n-grams of a prompt that ends before `start` stay allowed."""
+    size = config.no_repeat_ngram_size or 0
+    config.no_repeat_ngram_size = 0
+    return LogitsProcessorList([NoRepeatNGramAfter(size, start)] if size > 0 else [])
 
 
 class RowProgress:
@@ -433,14 +458,18 @@ class TextGenerator:
                     len(prompts),
                     max(kept),
                 )
-        if self.output_limit is not None and max_new_tokens > self.output_limit:
+        # A processor with a decoder prompt (LatentReasoner's `decoder_prompt`) also gives the decoder's first tokens,
+        # which take their room in the decoder's context.
+        output_limit = self.output_limit
+        if output_limit is not None and DECODER_PROMPT_INPUTS[0] in encoded:
+            output_limit = max(1, output_limit - int(encoded[DECODER_PROMPT_INPUTS[0]].shape[1]))
+        if output_limit is not None and max_new_tokens > output_limit:
             logger.warning(
-                "The decoder writes at most %d tokens: max new tokens lowered from %d",
-                self.output_limit,
-                max_new_tokens,
+                "The decoder writes at most %d tokens: max new tokens lowered from %d", output_limit, max_new_tokens
             )
-            max_new_tokens = self.output_limit
-        inputs = {key: encoded[key] for key in ("input_ids", "attention_mask")}
+            max_new_tokens = output_limit
+        keys = ("input_ids", "attention_mask", *DECODER_PROMPT_INPUTS)
+        inputs = {key: encoded[key] for key in keys if key in encoded}
         return Encoded(inputs, max_new_tokens, int(encoded["input_ids"].shape[1]))
 
     def last_user_message(self, messages: Sequence[dict[str, str]]) -> str:
@@ -482,16 +511,21 @@ class TextGenerator:
         return Encoded(self._causal_inputs(ids), max_new_tokens, prompt_tokens)
 
     def encode_interpolation(self, text_a: str, text_b: str, alpha: float, max_new_tokens: int) -> Encoded:
-        """`idea_vectors` = (1 - alpha) * latent(text_a) + alpha * latent(text_b), for `generate(idea_vectors=...)`."""
+        """`idea_vectors` = (1 - alpha) * latent(text_a) + alpha * latent(text_b), for `generate(idea_vectors=...)`.
+
+        A model with a decoder prompt reads text_a's at every alpha: only the idea vector moves."""
         if "interpolate" not in self.modes:
             raise LmforgeError(
                 f"a {self.model_type} model has no latent space to interpolate in; interpolating between two texts "
                 f"needs a {_names_with_mode('interpolate')} model"
             )
-        ideas = []
+        ideas: list[torch.Tensor] = []
         prompt_tokens = 0
+        decoder_prompt: dict[str, torch.Tensor] = {}
         for text in (text_a, text_b):
             encoded = self._encode_answer([text], max_new_tokens)
+            if not ideas:
+                decoder_prompt = {key: encoded.inputs[key] for key in DECODER_PROMPT_INPUTS if key in encoded.inputs}
             inputs = {key: value.to(self.model.device) for key, value in encoded.inputs.items()}
             with torch.no_grad():
                 ideas.append(
@@ -500,7 +534,7 @@ class TextGenerator:
             prompt_tokens += encoded.prompt_tokens
             max_new_tokens = encoded.max_new_tokens
         idea_vectors = (1.0 - alpha) * ideas[0] + alpha * ideas[1]  # (1, idea_size)
-        return Encoded({"idea_vectors": idea_vectors}, max_new_tokens, prompt_tokens)
+        return Encoded({"idea_vectors": idea_vectors, **decoder_prompt}, max_new_tokens, prompt_tokens)
 
     # --- Generating: the one generate() call ------------------------------------------------------------------------
 
@@ -527,13 +561,17 @@ class TextGenerator:
         config = self.generation_config(settings, encoded.max_new_tokens)
         stopping = StoppingCriteriaList([CancelledCriteria(cancel)]) if cancel is not None else None
         inputs = {key: value.to(self.model.device) for key, value in encoded.inputs.items()}
+        start = self.new_tokens_start(inputs)
         generate: Any = self.model.generate
         with torch.no_grad():
             output = generate(
-                **inputs, generation_config=config, streamer=streamer, stopping_criteria=stopping, **model_kwargs
+                **inputs,
+                generation_config=config,
+                streamer=streamer,
+                stopping_criteria=stopping,
+                logits_processor=self.prompt_processors(inputs, config, start),
+                **model_kwargs,
             )
-        # A decoder returns the prompt and the new tokens; an encoder-decoder the decoder start token and the new ones.
-        start = inputs["input_ids"].shape[1] if self.prompt_style == "continue" else 1
         eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
         completions = []
         for row in output[:, start:].tolist():
@@ -544,6 +582,22 @@ class TextGenerator:
             text = text.strip() if self.prompt_style == "answer" else text
             completions.append(Completion(text, encoded.prompt_tokens, len(new), finish))
         return completions
+
+    def prompt_processors(
+        self, inputs: dict[str, torch.Tensor], config: GenerationConfig, start: int
+    ) -> LogitsProcessorList:
+        """With a decoder prompt, `no_repeat_ngram_size` counts the new tokens only (`no_repeat_after_prompt`)."""
+        if self.prompt_style == "answer" and DECODER_PROMPT_INPUTS[0] in inputs:
+            return no_repeat_after_prompt(config, start)
+        return LogitsProcessorList()
+
+    def new_tokens_start(self, inputs: dict[str, torch.Tensor]) -> int:
+        """Where the new tokens start in `generate()`'s output: a decoder returns the prompt and the new tokens; an
+        encoder-decoder the decoder start token, its decoder prompt if it has one, and the new ones."""
+        if self.prompt_style == "continue":
+            return int(inputs["input_ids"].shape[1])
+        decoder_prompt = inputs.get("decoder_input_ids")
+        return 1 + (int(decoder_prompt.shape[1]) if decoder_prompt is not None else 0)
 
     def collate(self, encoded: Sequence[Encoded]) -> dict[str, torch.Tensor]:
         """One batch from single-row encoded prompts: a decoder's rows padded on the left (so that every row's new
@@ -560,7 +614,19 @@ class TextGenerator:
             left = self.prompt_style == "continue"
             ids.append(torch.cat([pad_ids, row] if left else [row, pad_ids]))
             masks.append(torch.cat([zeros, mask] if left else [mask, zeros]))
-        return {"input_ids": torch.stack(ids), "attention_mask": torch.stack(masks)}
+        batch = {"input_ids": torch.stack(ids), "attention_mask": torch.stack(masks)}
+        if DECODER_PROMPT_INPUTS[0] in encoded[0].inputs:
+            # Decoder prompts, like a decoder's rows, are padded on the left: the new tokens follow each one.
+            prompts = [item.inputs[DECODER_PROMPT_INPUTS[0]][0] for item in encoded]
+            prompt_masks = [item.inputs[DECODER_PROMPT_INPUTS[1]][0] for item in encoded]
+            width = max(int(row.shape[0]) for row in prompts)
+            batch[DECODER_PROMPT_INPUTS[0]] = torch.stack(
+                [torch.cat([torch.full((width - row.shape[0],), pad, dtype=row.dtype), row]) for row in prompts]
+            )
+            batch[DECODER_PROMPT_INPUTS[1]] = torch.stack(
+                [torch.cat([torch.zeros(width - row.shape[0], dtype=row.dtype), row]) for row in prompt_masks]
+            )
+        return batch
 
     def run_batch(self, requests: Sequence[BatchRequest], settings: GenerationSettings) -> list[Completion]:
         """One `generate()` call for several prompts that share `settings` (the server's batches): each row stops on
@@ -574,14 +640,14 @@ class TextGenerator:
         }
         max_new_tokens = max(request.encoded.max_new_tokens for request in requests)
         config = self.generation_config(settings, max_new_tokens)
-        start = inputs["input_ids"].shape[1] if self.prompt_style == "continue" else 1
+        start = self.new_tokens_start(inputs)
         eos = set(config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id])
 
         def decode(ids: list[int]) -> str:
             return str(self.processor.decode(ids, skip_special_tokens=True))
 
         rows = [RowProgress(request, decode, eos, self.prompt_style == "answer") for request in requests]
-        processors = LogitsProcessorList()
+        processors = self.prompt_processors(inputs, config, start)
         if settings.presence_penalty or settings.frequency_penalty:
             processors.append(
                 OpenAIPenalties(settings.presence_penalty or 0.0, settings.frequency_penalty or 0.0, start)

@@ -146,6 +146,7 @@ def oracle_generate(
     eos_token_id: int | list[int] | None = None,
     margins: list[float] | None = None,
     no_repeat_ngram_size: int = 0,
+    decoder_prompt: list[int] | None = None,
     **model_kwargs: Any,
 ) -> list[int]:
     """The greedy new tokens for one prompt (a list of ids, no padding) by plain full forward passes: no cache, no
@@ -153,11 +154,13 @@ def oracle_generate(
     with its encoder and runs over its decoder start token and the tokens so far. Stops after an end-of-sequence
     token (kept, as `generate()` keeps it). `no_repeat_ngram_size` n > 0: a token that would repeat an n-gram of the
     sequence (the decoder's, start token included) is never chosen. `margins`, when given, receives the gap between
-    the best and the second best logit at each step (how far the choice is from a tie)."""
+    the best and the second best logit at each step (how far the choice is from a tie). `decoder_prompt` (an
+    encoder-decoder's): the decoder reads it after its start token, and the n-grams are then the new tokens' only."""
     prompt = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1)
     eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or [])
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
-    sequence = torch.tensor([[decoder_start_token_id(model)]]) if seq2seq else prompt
+    sequence = torch.tensor([[decoder_start_token_id(model), *(decoder_prompt or [])]]) if seq2seq else prompt
+    ngram_start = sequence.shape[1] if decoder_prompt else 0
     new: list[int] = []
     for _ in range(max_new_tokens):
         if seq2seq:
@@ -172,8 +175,8 @@ def oracle_generate(
             out = model(input_ids=sequence, use_cache=False, **model_kwargs)
         logits = out.logits[0, -1].float()  # (V,)
         n = no_repeat_ngram_size
-        if n > 0 and sequence.shape[1] >= n:
-            tokens = sequence[0].tolist()
+        if n > 0 and sequence.shape[1] - ngram_start >= n:
+            tokens = sequence[0, ngram_start:].tolist()
             banned = [
                 tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tokens[i : i + n - 1] == tokens[-(n - 1) :]
             ]

@@ -51,8 +51,9 @@ from ..backbones import load_causal_lm_from_gguf, resolve_backbone
 from ..data import lead_3, load_summarization
 from ..errors import LmforgeError, one_line
 from ..evaluation import rouge
-from ..inference import GenerationSettings, TextGenerator
+from ..inference import GenerationSettings, TextGenerator, no_repeat_after_prompt
 from ..models import ModelSpec, get_spec
+from ..models.latent_reasoner.processing_latent_reasoner import DECODER_PROMPT_FIELD
 from .arguments import LmforgeTrainingArguments, ModelArguments, Seq2SeqDataArguments
 from .builders import TrainingSetup, eval_mode, limit_rows
 from .tasks import register_task
@@ -98,6 +99,14 @@ class SummarizationDataArguments(Seq2SeqDataArguments):
     prompted_decoder_baseline: bool = field(
         default=True,
         metadata={"help": "After training, also score the frozen decoder alone, prompted to summarize each dialogue."},
+    )
+    decoder_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "What the decoder reads after its start token and before the summary, with {text} where the "
+            "dialogue goes (its first max_source_length decoder tokens); saved with the processor. Default: "
+            "nothing, the summary is written from the idea vector alone."
+        },
     )
     cache_encoder_outputs: bool | None = field(
         default=None,
@@ -242,26 +251,55 @@ def _check_lengths(model: Any, tokenizers: Any, data_args: Seq2SeqDataArguments)
     return max_source_length, max_target_length
 
 
+def _check_decoder_room(model: Any, *datasets_: Dataset) -> None:
+    """With a decoder prompt, the prefix and the longest decoder input (start token, prompt, summary) must fit the
+    decoder's context."""
+    context = getattr(model.config.decoder, "max_position_embeddings", None)
+    if context is None or "decoder_input_ids" not in datasets_[0].column_names:
+        return
+    longest = max(len(ids) for dataset in datasets_ for ids in dataset["decoder_input_ids"])
+    if model.config.num_prefix_tokens + longest > context:
+        raise LmforgeError(
+            f"the decoder prompt and summary take up to {longest} decoder tokens, more than the decoder's context "
+            f"{context} leaves after {model.config.num_prefix_tokens} prefix embeddings; lower max_source_length or "
+            "max_target_length, or shorten decoder_prompt"
+        )
+
+
 def tokenize_summaries(
     pairs: Dataset,
     tokenizers: Any,
     max_source_length: int,
     max_target_length: int,
     eos_token_id: int,
+    decoder_start_token_id: int | None = None,
 ) -> Dataset:
     """`input_ids` / `attention_mask` of the dialogues (encoder) and `labels` of the summaries (decoder tokens and
-    the end-of-sequence token, `max_target_length` in all)."""
+    the end-of-sequence token, `max_target_length` in all).
+
+    With a processor `decoder_prompt`, the rows also hold `decoder_input_ids`: the start token, the dialogue's
+    decoder prompt and the summary; the prompt's `labels` are -100 (no loss), so the labels still score the summary
+    and its end-of-sequence token only."""
     inputs = tokenizers(list(pairs["source"]), max_length=max_source_length)
     targets = tokenizers.decoder_tokenizer(
         list(pairs["target"]), add_special_tokens=False, truncation=True, max_length=max_target_length - 1
     )["input_ids"]
-    return Dataset.from_dict(
-        {
-            "input_ids": inputs["input_ids"],
-            "attention_mask": inputs["attention_mask"],
-            "labels": [[*ids, eos_token_id] for ids in targets],
-        }
-    )
+    columns: dict[str, list[Any]] = {
+        "input_ids": inputs["input_ids"],
+        "attention_mask": inputs["attention_mask"],
+        "labels": [[*ids, eos_token_id] for ids in targets],
+    }
+    prompts = inputs.get("decoder_input_ids")
+    if prompts is not None:
+        if decoder_start_token_id is None:
+            raise LmforgeError("a decoder prompt needs the decoder's start token id (config decoder_start_token_id)")
+        columns["labels"] = [
+            [-100] * len(prompt) + labels for prompt, labels in zip(prompts, columns["labels"], strict=True)
+        ]
+        columns["decoder_input_ids"] = [
+            [decoder_start_token_id, *prompt, *ids] for prompt, ids in zip(prompts, targets, strict=True)
+        ]
+    return Dataset.from_dict(columns)
 
 
 POOLED_COLUMN = "pooled_encoder_output"
@@ -314,19 +352,46 @@ def add_pooled_encoder_outputs(
         )
 
 
+def _pad_right(rows: list[list[int]], value: int) -> torch.Tensor:
+    tensors = [torch.as_tensor(row, dtype=torch.long) for row in rows]
+    return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=value)
+
+
 @dataclass
 class PooledEncoderCollator:
     """Batches of the cached-encoder path: the rows' `pooled_encoder_output` stacked (B, H) and their `labels` padded
-    with -100 to the longest in the batch (other columns, such as `length`, are left out)."""
+    with -100 to the longest in the batch, and their `decoder_input_ids` (a decoder prompt) padded on the right with
+    `pad_token_id` (the causal decoder never reads the padding before a labelled token); other columns, such as
+    `length`, are left out."""
 
     label_pad_token_id: int = -100
+    pad_token_id: int = 0
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        labels = [torch.as_tensor(feature["labels"], dtype=torch.long) for feature in features]
-        return {
+        batch = {
             POOLED_COLUMN: torch.stack([torch.as_tensor(feature[POOLED_COLUMN]) for feature in features]).float(),
-            "labels": torch.nn.utils.rnn.pad_sequence(labels, batch_first=True, padding_value=self.label_pad_token_id),
+            "labels": _pad_right([feature["labels"] for feature in features], self.label_pad_token_id),
         }
+        if "decoder_input_ids" in features[0]:
+            batch["decoder_input_ids"] = _pad_right(
+                [feature["decoder_input_ids"] for feature in features], self.pad_token_id
+            )
+        return batch
+
+
+@dataclass
+class DecoderPromptCollator:
+    """Batches of the live-encoder path with a decoder prompt: `DataCollatorForSeq2Seq` for the dialogues and
+    labels, and the rows' `decoder_input_ids` padded on the right with `pad_token_id`."""
+
+    seq2seq: DataCollatorForSeq2Seq
+    pad_token_id: int
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        prompts = [feature.pop("decoder_input_ids") for feature in features]
+        batch: dict[str, Any] = self.seq2seq(features)
+        batch["decoder_input_ids"] = _pad_right(prompts, self.pad_token_id)
+        return batch
 
 
 def generate_summaries(
@@ -380,7 +445,8 @@ def prompted_decoder_summaries(
     """The reference of the frozen decoder alone: its summary of each dialogue when prompted
     `PROMPTED_DECODER_PROMPT` (through its chat template as a user message, when the tokenizer has one), written
     with the settings of the model's summaries (greedy, no repeated 3-gram, `max_new_tokens`), `batch_size`
-    left-padded prompts per `generate()` call. A dialogue keeps its first `max_dialogue_tokens` decoder tokens."""
+    left-padded prompts per `generate()` call. A dialogue keeps its first `max_dialogue_tokens` decoder tokens.
+    The 3-grams the summary may not repeat are its own: those of the prompt (the dialogue) are allowed."""
     causal_lm = decoder_causal_lm(model)
     tokenizer = copy.copy(decoder_tokenizer)
     tokenizer.padding_side = "left"
@@ -403,14 +469,17 @@ def prompted_decoder_summaries(
         encoded = tokenizer(
             prompts[start : start + batch_size], add_special_tokens=not chat, padding=True, return_tensors="pt"
         )
+        width = int(encoded["input_ids"].shape[1])
+        config = copy.deepcopy(causal_lm.generation_config)
+        config.update(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
         with torch.no_grad():
             output = causal_lm.generate(
                 **encoded.to(causal_lm.device),
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=eos,
+                generation_config=config,
+                # no repeated 3-gram among the new tokens; the summary may repeat the dialogue's
+                logits_processor=no_repeat_after_prompt(config, width),
             )
-        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        new_tokens = output[:, width:]
         summaries.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
     return summaries
 
@@ -522,6 +591,13 @@ def build_summarization(
 
     if model_args.decoder_dtype is not None:
         hold_decoder_in(model, model_args.decoder_dtype)
+    if data_args.decoder_prompt is not None:
+        if data_args.decoder_prompt.count(DECODER_PROMPT_FIELD) != 1:
+            raise LmforgeError(
+                f"decoder_prompt must hold {DECODER_PROMPT_FIELD} once (where the dialogue goes), got "
+                f"{data_args.decoder_prompt!r}"
+            )
+        tokenizers.decoder_prompt = data_args.decoder_prompt
     max_source_length, max_target_length = _check_lengths(model, tokenizers, data_args)
     # Saved with the model, so `lmforge generate` truncates a dialogue as training did.
     tokenizers.encoder_tokenizer.model_max_length = max_source_length
@@ -548,16 +624,21 @@ def build_summarization(
             "at every step"
         )
     with training_args.main_process_first(desc="tokenizing"):
-        train_dataset = tokenize_summaries(train_pairs, tokenizers, max_source_length, max_target_length, eos_token_id)
-        eval_dataset = tokenize_summaries(
-            validation_pairs, tokenizers, max_source_length, max_target_length, eos_token_id
+        start = model.config.resolved_decoder_start_token_id
+        train_dataset = tokenize_summaries(
+            train_pairs, tokenizers, max_source_length, max_target_length, eos_token_id, start
         )
+        eval_dataset = tokenize_summaries(
+            validation_pairs, tokenizers, max_source_length, max_target_length, eos_token_id, start
+        )
+        _check_decoder_room(model, train_dataset, eval_dataset)
         if cache_encoder:
             train_dataset = add_pooled_encoder_outputs(train_dataset, model, tokenizers.encoder_tokenizer)
             eval_dataset = add_pooled_encoder_outputs(eval_dataset, model, tokenizers.encoder_tokenizer)
     data_collator: Any
+    pad_token_id = model.config.resolved_pad_token_id
     if cache_encoder:
-        data_collator = PooledEncoderCollator()
+        data_collator = PooledEncoderCollator(pad_token_id=pad_token_id)
         if training_args.remove_unused_columns and training_args.train_sampling_strategy in (
             "group_by_length",
             "batch_rebalance",
@@ -568,6 +649,8 @@ def build_summarization(
     else:
         # Pads the dialogues with the encoder's pad token and the labels with -100.
         data_collator = DataCollatorForSeq2Seq(tokenizers.encoder_tokenizer, label_pad_token_id=-100)
+        if "decoder_input_ids" in train_dataset.column_names:
+            data_collator = DecoderPromptCollator(data_collator, pad_token_id)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
@@ -606,6 +689,7 @@ def build_summarization(
 __all__ = [
     "POOLED_COLUMN",
     "SUMMARY_GENERATION",
+    "DecoderPromptCollator",
     "PooledEncoderCollator",
     "SummarizationDataArguments",
     "SummarizationModelArguments",

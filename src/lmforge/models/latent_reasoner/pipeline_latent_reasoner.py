@@ -13,13 +13,52 @@ pipeline loads the encoder's from the `encoder_tokenizer/` subfolder (or takes `
 
 `interpolate_with=` and `alpha=` decode from a mix of two idea vectors: `(1 - alpha) * idea(text) + alpha *
 idea(interpolate_with)`.
+
+A model trained with a decoder prompt (the processor's `decoder_prompt`, saved in `processor_config.json`) is
+prompted as in training: the decoder reads the text's prompt before it writes, and the 3-grams
+`no_repeat_ngram_size` forbids are those of the summary only. With interpolation, the decoder reads the first text's
+prompt.
 """
 
+import copy
+import json
 from typing import Any
 
-from transformers import AutoTokenizer, GenerationConfig, Pipeline
+import torch
+from transformers import AutoTokenizer, GenerationConfig, LogitsProcessorList, NoRepeatNGramLogitsProcessor, Pipeline
+from transformers.utils import cached_file
 
+from .processing_latent_reasoner import LatentReasonerProcessor
 from .tokenization_latent_reasoner import ENCODER_TOKENIZER_SUBFOLDER
+
+DECODER_PROMPT_INPUTS = ("decoder_input_ids", "decoder_attention_mask")
+
+
+# Copied from lmforge.inference.NoRepeatNGramAfter
+class NoRepeatNGramAfter(NoRepeatNGramLogitsProcessor):
+    """transformers' `no_repeat_ngram_size` over the new tokens only (from column `start` of `input_ids`): an
+    encoder-decoder's decoder prompt (the text to summarize, read word for word) is not text the model wrote, and a
+    summary may repeat its 3-grams (names, phrases)."""
+
+    def __init__(self, ngram_size: int, start: int) -> None:
+        super().__init__(ngram_size)
+        self.start = start
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> Any:
+        return super().__call__(input_ids[:, self.start :], scores)  # type: ignore[arg-type]
+
+
+def saved_decoder_prompt(name_or_path: str) -> str | None:
+    """The `decoder_prompt` in a model folder's (or Hub repository's) `processor_config.json`, if any."""
+    try:
+        path = cached_file(name_or_path, "processor_config.json", _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        return None
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        prompt = json.load(handle).get("decoder_prompt")
+    return prompt if isinstance(prompt, str) else None
 
 
 class LatentReasonerSummarizationPipeline(Pipeline):
@@ -33,13 +72,22 @@ class LatentReasonerSummarizationPipeline(Pipeline):
     _load_tokenizer = True
     _default_generation_config = GenerationConfig(max_new_tokens=60)
 
-    def __init__(self, *args: Any, encoder_tokenizer: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, encoder_tokenizer: Any = None, decoder_prompt: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         if encoder_tokenizer is None:
             encoder_tokenizer = AutoTokenizer.from_pretrained(
                 self.model.name_or_path, subfolder=ENCODER_TOKENIZER_SUBFOLDER
             )
         self.encoder_tokenizer = encoder_tokenizer
+        if decoder_prompt is None and self.model.name_or_path:
+            decoder_prompt = saved_decoder_prompt(self.model.name_or_path)
+        # Reads as the model's processor does: the encoder's tokens, and the decoder prompt when there is one.
+        decoder_tokenizer: Any = self.tokenizer
+        self.text_processor = LatentReasonerProcessor(
+            decoder_tokenizer, encoder_tokenizer, decoder_prompt=decoder_prompt
+        )
 
     def _sanitize_parameters(
         self,
@@ -63,8 +111,8 @@ class LatentReasonerSummarizationPipeline(Pipeline):
     def _encode(self, text: str) -> dict[str, Any]:
         if not isinstance(text, str):
             raise TypeError(f"{type(self).__name__} reads text; got {type(text).__name__}")
-        encoded = self.encoder_tokenizer(text, return_tensors="pt", truncation=True, return_token_type_ids=False)
-        return {key: encoded[key] for key in ("input_ids", "attention_mask") if key in encoded}
+        encoded = self.text_processor(text, return_tensors="pt")
+        return {key: encoded[key] for key in ("input_ids", "attention_mask", *DECODER_PROMPT_INPUTS) if key in encoded}
 
     def preprocess(self, inputs: Any, interpolate_with: str | None = None) -> dict[str, Any]:
         model_inputs = self._encode(inputs)
@@ -83,7 +131,22 @@ class LatentReasonerSummarizationPipeline(Pipeline):
             idea_a, _ = model.encode(model_inputs["input_ids"], model_inputs["attention_mask"])  # (B, I)
             idea_b, _ = model.encode(model_inputs["other_input_ids"], model_inputs["other_attention_mask"])
             inputs = {"idea_vectors": (1.0 - alpha) * idea_a + alpha * idea_b}
-        return {"output_ids": model.generate(**inputs, **generate_kwargs)}
+        start = 1  # generate() returns the decoder start token, the decoder prompt if any, then the new tokens
+        if DECODER_PROMPT_INPUTS[0] in model_inputs:
+            inputs.update({key: model_inputs[key] for key in DECODER_PROMPT_INPUTS})
+            start += int(model_inputs[DECODER_PROMPT_INPUTS[0]].shape[1])
+            # no_repeat_ngram_size counts the summary's own tokens: a summary may repeat the prompt's 3-grams
+            config = generate_kwargs.get("generation_config")
+            if config is not None:
+                config = copy.deepcopy(config)
+                size, config.no_repeat_ngram_size = config.no_repeat_ngram_size or 0, 0
+                generate_kwargs["generation_config"] = config
+            else:
+                size = generate_kwargs.pop("no_repeat_ngram_size", model.generation_config.no_repeat_ngram_size) or 0
+                generate_kwargs["no_repeat_ngram_size"] = 0
+            if size > 0:
+                generate_kwargs["logits_processor"] = LogitsProcessorList([NoRepeatNGramAfter(size, start)])
+        return {"output_ids": model.generate(**inputs, **generate_kwargs)[:, start:]}
 
     def postprocess(self, model_outputs: Any, **decode_kwargs: Any) -> Any:
         tokenizer: Any = self.tokenizer

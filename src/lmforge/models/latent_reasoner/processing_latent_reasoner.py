@@ -5,15 +5,22 @@ the transformers way for a model with several tokenizers (as InstructBLIP's Q-Fo
 tokenizer is the primary `tokenizer`, saved at the top of the folder (so `AutoTokenizer.from_pretrained(path)` is the
 one that decodes the model's output), the encoder tokenizer is `encoder_tokenizer`, saved in the `encoder_tokenizer/`
 subfolder. `AutoProcessor.from_pretrained(path)` (with `trust_remote_code=True` where lmforge is absent) loads both.
+
+A processor may also hold a `decoder_prompt`: text with one `{text}` field that the decoder reads after its start
+token, before it writes (for instance a chat turn asking for a summary of `{text}`). The model then reads the input
+twice: as the idea vector, through the encoder, and word for word in the decoder prompt. It is saved in
+`processor_config.json`, so the saved model is prompted as it was trained.
 """
 
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from transformers import BatchEncoding, ProcessorMixin
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 ENCODER_TOKENIZER_SUBFOLDER = "encoder_tokenizer"
+DECODER_PROMPT_FIELD = "{text}"
 
 
 class LatentReasonerProcessor(ProcessorMixin):
@@ -21,20 +28,34 @@ class LatentReasonerProcessor(ProcessorMixin):
     the input) of a LatentReasoner.
 
     Calling the processor encodes text for the encoder, always with its special tokens and truncated to its
-    `model_max_length`, as in training (a caller's `add_special_tokens` is ignored); `decode`, `batch_decode` and the
-    special token ids are the decoder's, which is what `generate()` writes.
+    `model_max_length`, as in training (a caller's `add_special_tokens` is ignored). With a `decoder_prompt`, it
+    also returns each text's decoder prompt (`decoder_prompt_ids`) as `decoder_input_ids` and
+    `decoder_attention_mask`, padded on the left. `decode`, `batch_decode` and the special token ids are the
+    decoder's, which is what `generate()` writes.
 
     Args:
         tokenizer (`PreTrainedTokenizerBase`):
             The decoder's tokenizer.
         encoder_tokenizer (`PreTrainedTokenizerBase`):
             The encoder's tokenizer.
+        decoder_prompt (`str`, *optional*):
+            What the decoder reads after its start token, with `{text}` where the input text goes (its first
+            `encoder_tokenizer.model_max_length` decoder tokens). Special tokens written in it are read as such.
     """
 
     tokenizer: PreTrainedTokenizerBase
     encoder_tokenizer: PreTrainedTokenizerBase
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, encoder_tokenizer: PreTrainedTokenizerBase, **kwargs: Any):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        encoder_tokenizer: PreTrainedTokenizerBase,
+        decoder_prompt: str | None = None,
+        **kwargs: Any,
+    ):
+        if decoder_prompt is not None and decoder_prompt.count(DECODER_PROMPT_FIELD) != 1:
+            raise ValueError(f"decoder_prompt must hold {DECODER_PROMPT_FIELD} once, got {decoder_prompt!r}")
+        self.decoder_prompt = decoder_prompt
         super().__init__(tokenizer, encoder_tokenizer, **kwargs)
 
     @property
@@ -43,11 +64,40 @@ class LatentReasonerProcessor(ProcessorMixin):
         return self.tokenizer  # type: ignore[no-any-return]
 
     def __call__(self, text: str | Sequence[str] | None = None, **kwargs: Any) -> BatchEncoding:  # type: ignore[override]
-        """Encode `text` for the encoder (special tokens always added, truncated to the encoder's length)."""
+        """Encode `text` for the encoder (special tokens always added, truncated to the encoder's length), and for
+        the decoder prompt when there is one."""
         kwargs.pop("add_special_tokens", None)
         kwargs.setdefault("truncation", True)
         kwargs.setdefault("return_token_type_ids", False)
-        return self.encoder_tokenizer(text, **kwargs)  # type: ignore[no-any-return]
+        encoded: BatchEncoding = self.encoder_tokenizer(text, **kwargs)
+        if self.decoder_prompt is None or text is None:
+            return encoded
+        texts = [text] if isinstance(text, str) else list(text)
+        prompts = self.decoder_prompt_ids(texts)
+        if kwargs.get("return_tensors") == "pt":
+            width = max(len(ids) for ids in prompts)
+            pad = self.pad_token_id if self.pad_token_id is not None else 0
+            encoded["decoder_input_ids"] = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts])
+            encoded["decoder_attention_mask"] = torch.tensor(
+                [[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts]
+            )
+        else:
+            encoded["decoder_input_ids"] = prompts[0] if isinstance(text, str) else prompts
+            masks = [[1] * len(ids) for ids in prompts]
+            encoded["decoder_attention_mask"] = masks[0] if isinstance(text, str) else masks
+        return encoded
+
+    def decoder_prompt_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """The decoder prompt of each text, in decoder tokens (without the start token): `decoder_prompt` with
+        `{text}` replaced by the text's first `encoder_tokenizer.model_max_length` decoder tokens."""
+        if self.decoder_prompt is None:
+            raise ValueError("this processor has no decoder_prompt")
+        before, after = self.decoder_prompt.split(DECODER_PROMPT_FIELD)
+        limit = int(self.encoder_tokenizer.model_max_length)
+        head = self.tokenizer(before, add_special_tokens=False)["input_ids"] if before else []
+        tail = self.tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+        bodies = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [[*head, *body[:limit], *tail] for body in bodies]
 
     def decode(self, token_ids: Any, **kwargs: Any) -> str:
         return str(self.tokenizer.decode(token_ids, **kwargs))
@@ -72,4 +122,4 @@ class LatentReasonerProcessor(ProcessorMixin):
         return self.tokenizer.eos_token_id  # type: ignore[no-any-return]
 
 
-__all__ = ["ENCODER_TOKENIZER_SUBFOLDER", "LatentReasonerProcessor"]
+__all__ = ["DECODER_PROMPT_FIELD", "ENCODER_TOKENIZER_SUBFOLDER", "LatentReasonerProcessor"]
