@@ -112,7 +112,9 @@ def test_cards_of_the_seq2seq_models(
     else:  # the backbones came from pip packages: their Hub ids are the base models
         assert meta["base_model"] == ["sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M-Instruct"]
         assert "#Person1#" in meta["widget"][0]["text"]  # a DialogSum-style dialogue
-        assert 'subfolder="encoder_tokenizer"' in card.text
+        # the processor holds both tokenizers (and the decoder prompt of a model trained with one)
+        assert 'AutoProcessor.from_pretrained("someone/latent_reasoner", trust_remote_code=True)' in card.text
+        assert "decoder_input_ids" not in card.text  # this one has no decoder prompt
 
 
 def test_model_folder_errors_are_one_sentence(tmp_path: Path, aksis_dir: Path) -> None:
@@ -179,6 +181,29 @@ def test_question_answering_card_shows_the_baseline_and_the_learned_pairs(tmp_pa
     assert {metric["type"]: metric["value"] for metric in index[1]["metrics"]} == {"exact_match": 99.6, "f1": 99.7}
     assert "baseline" not in json.dumps(index)  # a reference score, not this model's
     assert "Closed book (the question alone), it answers what it memorised" in card.text
+
+
+def test_summarization_card_shows_the_two_references_in_its_table_and_model_index(
+    seq2seq_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A LatentReasoner card puts LEAD-3 and the prompted decoder beside the model's ROUGE and distinct summaries,
+    and its model-index holds their scores as metrics named for each reference."""
+    folder = tmp_path / "latent_reasoner"
+    shutil.copytree(seq2seq_dirs["latent_reasoner"], folder)
+    scores = {"rouge1": 36.38, "rouge2": 11.86, "distinct_summaries": 100.0}
+    results = {f"eval_{key}": value for key, value in scores.items()}
+    results |= {"lead3_rouge1": 28.53, "lead3_rouge2": 7.46, "lead3_distinct_summaries": 99.0}
+    results |= {"prompted_decoder_rouge1": 24.64, "prompted_decoder_rouge2": 5.94}
+    (folder / "eval_results.json").write_text(json.dumps(results))
+    card = render_model_card(folder, repo_id="someone/latent_reasoner")
+    header = "| metric | value | LEAD-3 (the first three utterances) | the decoder alone, prompted |"
+    assert header in card.text
+    assert "| ROUGE-1 | 36.38 | 28.53 | 24.64 |" in card.text and "| ROUGE-2 | 11.86 | 7.4600 | 5.9400 |" in card.text
+    assert "| distinct summaries | 100.00 | 99.00 |  |" in card.text
+    metrics = {m["type"]: (m["name"], m["value"]) for m in metadata(card)["model-index"][0]["results"][0]["metrics"]}
+    assert metrics["rouge1"] == ("ROUGE-1", 36.38)
+    assert metrics["lead3_rouge1"] == ("LEAD-3 (the first three utterances): ROUGE-1", 28.53)
+    assert metrics["prompted_decoder_rouge2"] == ("the decoder alone, prompted: ROUGE-2", 5.94)
 
 
 def test_seq2seq_folders_name_their_pipeline(seq2seq_dirs: dict[str, Path]) -> None:

@@ -112,6 +112,13 @@ PATH_KEYS = {
 NOT_RESULTS = ("runtime", "samples_per_second", "steps_per_second", "epoch")
 # Scores of the train pairs a question-answering model learned (train_* keys) that go to the model-index too.
 LEARNED_METRICS = ("exact_match", "f1")
+# The references a summarization run scores beside the model with the same code (`SummaryScorer` in
+# lmforge.training.summarization): eval_results.json keys `<prefix><metric>`. The card's evaluation table shows each
+# as a column, and the model-index lists their scores too, each named for its reference.
+REFERENCE_SYSTEMS = {
+    "lead3_": "LEAD-3 (the first three utterances)",
+    "prompted_decoder_": "the decoder alone, prompted",
+}
 METRIC_NAMES = {
     "loss": "Loss",
     "perplexity": "Perplexity",
@@ -141,6 +148,13 @@ class ModelFolder:
     samples: dict[str, str] = field(default_factory=dict)
     interpolation: dict[str, Any] = field(default_factory=dict)
     forgetting: str | None = None
+    processor_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decoder_prompt(self) -> str | None:
+        """The prompt the decoder reads before it writes (a processor's `decoder_prompt`), if the model has one."""
+        prompt = self.processor_config.get("decoder_prompt")
+        return prompt if isinstance(prompt, str) else None
 
     @property
     def model_type(self) -> str:
@@ -219,6 +233,7 @@ def read_model_folder(model_path: str | Path) -> ModelFolder:
         samples={str(k): str(v) for k, v in samples.items()},
         interpolation=_read_optional_json(path / "interpolation.json"),
         forgetting=forgetting.read_text(encoding="utf-8").strip() if forgetting.is_file() else None,
+        processor_config=_read_optional_json(path / "processor_config.json"),
     )
 
 
@@ -293,6 +308,21 @@ def build_card_data(
         if not metric_type.startswith("baseline")  # a reference score, not this model's: table only
         and (prefix == "eval_" or metric_type in LEARNED_METRICS)
     ]
+    # The summarization references, each metric named for its reference ("LEAD-3 ... ROUGE-1").
+    eval_results += [
+        EvalResult(
+            task_type=pipeline_tag,
+            task_name=TASK_NAMES.get(pipeline_tag, pipeline_tag),
+            dataset_type=(dataset.hub_id or dataset.pattern) if dataset else "custom",
+            dataset_name=dataset.name if dataset else Path(str(folder.recipe.get("train_file") or "custom")).name,
+            dataset_split="validation",
+            metric_type=f"{prefix}{metric_type}",
+            metric_name=f"{title}: {name}",
+            metric_value=round(value, 4),
+        )
+        for prefix, title in REFERENCE_SYSTEMS.items()
+        for metric_type, name, value in result_metrics(folder, prefix)
+    ]
     widget = [{"text": text, "example_title": text.strip().splitlines()[0][:40]} for text in widget_texts(folder)]
     return ModelCardData(
         model_name=model_name,
@@ -318,8 +348,14 @@ def _results_section(folder: ModelFolder) -> str:
     metrics = [metric for metric in every if not metric[0].startswith("baseline_")]
     baseline = {name.removeprefix("baseline_"): value for name, _, value in every if name.startswith("baseline_")}
     learned = {name: value for name, _, value in result_metrics(folder, "train_")}
+    references = {
+        title: {name: value for name, _, value in result_metrics(folder, prefix)}
+        for prefix, title in REFERENCE_SYSTEMS.items()
+    }
+    references = {title: scores for title, scores in references.items() if scores}
     if metrics:
         columns = ["metric", "value"]
+        columns += list(references)
         if baseline:
             columns.append("baseline (always the most frequent answer)")
         if learned:
@@ -329,6 +365,7 @@ def _results_section(folder: ModelFolder) -> str:
         lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
         for metric_type, name, value in metrics:
             row = [name, _format(value)]
+            row += [_format(scores[metric_type]) if metric_type in scores else "" for scores in references.values()]
             if baseline:
                 row.append(_format(baseline[metric_type]) if metric_type in baseline else "")
             if learned:
@@ -419,7 +456,13 @@ def _interpolation_section(folder: ModelFolder) -> str:
         "",
         "The model reads each text into one idea vector. Decoding from the mix `(1 - alpha) * idea(A) + alpha * "
         "idea(B)` moves from what it writes for A (alpha 0) to what it writes for B (alpha 1); in between, what the "
-        "mixed idea keeps of each text. Greedy decoding" + (f", at most {limit} new tokens." if limit else "."),
+        "mixed idea keeps of each text. Greedy decoding"
+        + (f", at most {limit} new tokens." if limit else ".")
+        + (
+            " This model's decoder also reads A's text in its prompt, at every alpha: only the idea vector moves."
+            if folder.decoder_prompt
+            else ""
+        ),
         "",
         "A:",
         "",
@@ -489,6 +532,7 @@ def render_model_card(
         results_section=_results_section(folder),
         forgetting_section=_forgetting_section(folder),
         context=folder.config.get("max_position_embeddings"),
+        decoder_prompt=folder.decoder_prompt,
         lmforge_version=__version__,
     )
 
