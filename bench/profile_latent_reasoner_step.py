@@ -1,7 +1,9 @@
 """Where a LatentReasoner training step goes on the offline backbones (MiniLM-L6 reads, SmolLM2-135M-Instruct writes),
 with torch.profiler's top operators; and whether bf16 autocast pays on this CPU.
 
-The batches are the ones the Trainer draws from the recipe's data (recipes/latent_reasoner/dialogsum_offline.yaml:
+The batches are the ones the Trainer draws from the recipe's data (`--recipe`, by default
+recipes/latent_reasoner/dialogsum_idea_only.yaml, the summary from the idea vector alone, on which the profiles of
+bench/RESULTS.md were taken; recipes/latent_reasoner/dialogsum_offline.yaml adds the dialogue to the decoder's prompt:
 DialogSum dev, 400 training dialogues, batch 8), built by the real builder. A step is what the Trainer does:
 forward (under bf16 autocast with `--bf16`), backward, AdamW on the MLPs.
 
@@ -44,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, median_ratio, paired
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPE = REPO / "recipes" / "latent_reasoner" / "dialogsum_offline.yaml"
+RECIPE = REPO / "recipes" / "latent_reasoner" / "dialogsum_idea_only.yaml"
 DATA = REPO.parent / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl"
 
 
@@ -57,7 +59,9 @@ def missing_requirements(data: Path) -> list[str]:
     return missing
 
 
-def setup_and_batches(path: str, data: Path, steps: int, overrides: dict[str, Any]) -> tuple[Any, list[dict]]:
+def setup_and_batches(
+    path: str, data: Path, steps: int, overrides: dict[str, Any], recipe: Path = RECIPE
+) -> tuple[Any, list[dict]]:
     """The recipe's model and the first `steps` training batches the Trainer draws on the given path."""
     from lmforge.training import LmforgeTrainer, load_recipe
     from lmforge.training.summarization import build_summarization
@@ -74,7 +78,7 @@ def setup_and_batches(path: str, data: Path, steps: int, overrides: dict[str, An
     }
     if not cached:  # the first run's setting: uniformly shuffled batches
         extra["train_sampling_strategy"] = "random"
-    model_args, data_args, training_args = load_recipe(RECIPE, settings=extra)
+    model_args, data_args, training_args = load_recipe(recipe, settings=extra)
     setup = build_summarization(model_args, data_args, training_args)
     trainer = LmforgeTrainer(
         model=setup.model,
@@ -114,6 +118,7 @@ def describe(batch: dict[str, torch.Tensor]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", type=Path, default=RECIPE, help="the LatentReasoner recipe whose steps to profile")
     parser.add_argument("--path", choices=("live", "cached"), default="cached")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast in the profiled steps")
     parser.add_argument("--steps", type=int, default=6, help="profiled steps (after one warm-up step)")
@@ -154,7 +159,7 @@ def main() -> None:
     if args.max_target_length:
         overrides["max_target_length"] = args.max_target_length
     torch.manual_seed(0)
-    model, batches = setup_and_batches(args.path, args.data, args.steps + 1, overrides)
+    model, batches = setup_and_batches(args.path, args.data, args.steps + 1, overrides, args.recipe)
     decoder_dtype = next(model.model.decoder.parameters()).dtype
     print(
         f"# LatentReasoner training step, {args.path} encoder path, decoder held in {decoder_dtype}, {machine()}, "
