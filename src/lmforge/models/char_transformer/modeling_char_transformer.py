@@ -55,12 +55,13 @@ def accepts_past_key_values(forward: ForwardFn) -> ForwardFn:
 class CharTransformerLinear(nn.Linear):
     """`nn.Linear`, with a faster path for decoding one token at a time on the CPU.
 
-    While `generate()` runs (it sets `decoding`), an input of at most `max_transposed_rows` rows is multiplied by an
-    (in, out) copy of the (out, in) weight: the matrix-vector product streams that layout from memory faster (it is
-    the layout of GPT-2's `Conv1D`; `bench/profile_step.py` shows the difference). The copy is made on first use and
-    dropped when `generate()` returns, so it costs memory only during generation and never outlives a change of the
-    weight; it is not a parameter and is never saved. Everything else (training, gradients, compilation, wider
-    inputs, any call outside `generate()`) takes the plain `nn.Linear` path.
+    While `generate()` runs (it calls `start_decoding`), an input of at most `max_transposed_rows` rows is multiplied
+    by an (in, out) copy of the (out, in) weight: the matrix-vector product streams that layout from memory faster (it
+    is the layout of GPT-2's `Conv1D`; `bench/profile_step.py` shows the difference). The copy is made when
+    `generate()` starts, outside any compiled step, so transformers' compiled decoding step (static cache +
+    `torch.compile`) reads it too; it is dropped when `generate()` returns, so it costs memory only during generation
+    and never outlives a change of the weight; it is not a parameter and is never saved. Everything else (training,
+    gradients, wider inputs, any call outside `generate()`) takes the plain `nn.Linear` path.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, max_transposed_rows: int = 1) -> None:
@@ -70,20 +71,24 @@ class CharTransformerLinear(nn.Linear):
         self._transposed: torch.Tensor | None = None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        transposed = self._transposed
         if (
-            not self.decoding
+            transposed is None
+            or not self.decoding
             or hidden_states.device.type != "cpu"
             or hidden_states.numel() > self.max_transposed_rows * self.in_features
             or torch.is_grad_enabled()
-            or torch.compiler.is_compiling()
         ):
             return super().forward(hidden_states)
-        transposed = self._transposed
-        if transposed is None:
-            transposed = self._transposed = self.weight.detach().t().contiguous()  # (out, in) -> (in, out)
         rows = hidden_states.reshape(-1, self.in_features)  # (B, T, in) -> (B*T, in)
         out = rows @ transposed if self.bias is None else torch.addmm(self.bias, rows, transposed)
         return out.view(*hidden_states.shape[:-1], self.out_features)  # (B, T, out)
+
+    def start_decoding(self) -> None:
+        """The decoding path on, with the (in, out) copy of a CPU weight made now."""
+        self.decoding = True
+        if self.weight.device.type == "cpu":
+            self._transposed = self.weight.detach().t().contiguous()  # (out, in) -> (in, out)
 
     def end_decoding(self) -> None:
         self.decoding = False
@@ -459,7 +464,7 @@ class CharTransformerForCausalLM(CharTransformerPreTrainedModel, GenerationMixin
         linears = [module for module in self.modules() if isinstance(module, CharTransformerLinear)]
         self._generate_calls = getattr(self, "_generate_calls", 0) + 1
         for linear in linears:
-            linear.decoding = True
+            linear.start_decoding()
         try:
             return super().generate(*args, **kwargs)
         finally:
