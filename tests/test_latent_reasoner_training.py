@@ -571,6 +571,11 @@ def test_decoder_prompt_trains_saves_and_generates_as_trained(
     with torch.no_grad():
         torch.testing.assert_close(model(**cached_batch).loss, model(**live_batch).loss)
 
+    with pytest.raises(LmforgeError, match=r"decoder_prompt must hold \{text\} once"):
+        build_summarization(*parse_recipe({**recipe, "decoder_prompt": "hi ok"}))
+    with pytest.raises(LmforgeError, match="more than the decoder's context 64 leaves after 3 prefix embeddings"):
+        build_summarization(*parse_recipe({**recipe, "decoder_prompt": "{text}" + " hi" * 40}))
+
     metrics = run_training(*parse_recipe(recipe))
     assert metrics["eval_summaries"] == 6
     assert json.loads((out / "processor_config.json").read_text())["decoder_prompt"] == prompt
