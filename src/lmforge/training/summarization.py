@@ -53,7 +53,7 @@ from ..errors import LmforgeError, one_line
 from ..evaluation import rouge
 from ..inference import GenerationSettings, TextGenerator, no_repeat_after_prompt
 from ..models import ModelSpec, get_spec
-from ..models.latent_reasoner.processing_latent_reasoner import DECODER_PROMPT_FIELD
+from ..models.latent_reasoner.processing_latent_reasoner import check_decoder_prompt
 from .arguments import LmforgeTrainingArguments, ModelArguments, Seq2SeqDataArguments
 from .builders import TrainingSetup, eval_mode, limit_rows
 from .tasks import register_task
@@ -592,12 +592,10 @@ def build_summarization(
     if model_args.decoder_dtype is not None:
         hold_decoder_in(model, model_args.decoder_dtype)
     if data_args.decoder_prompt is not None:
-        if data_args.decoder_prompt.count(DECODER_PROMPT_FIELD) != 1:
-            raise LmforgeError(
-                f"decoder_prompt must hold {DECODER_PROMPT_FIELD} once (where the dialogue goes), got "
-                f"{data_args.decoder_prompt!r}"
-            )
-        tokenizers.decoder_prompt = data_args.decoder_prompt
+        try:
+            tokenizers.decoder_prompt = check_decoder_prompt(data_args.decoder_prompt)
+        except ValueError as err:
+            raise LmforgeError(str(err)) from None
     max_source_length, max_target_length = _check_lengths(model, tokenizers, data_args)
     # Saved with the model, so `lmforge generate` truncates a dialogue as training did.
     tokenizers.encoder_tokenizer.model_max_length = max_source_length

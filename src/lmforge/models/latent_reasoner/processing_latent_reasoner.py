@@ -23,6 +23,15 @@ ENCODER_TOKENIZER_SUBFOLDER = "encoder_tokenizer"
 DECODER_PROMPT_FIELD = "{text}"
 
 
+def check_decoder_prompt(decoder_prompt: str) -> str:
+    """`decoder_prompt` itself when it holds the `{text}` field exactly once; otherwise a ValueError naming the fix."""
+    if decoder_prompt.count(DECODER_PROMPT_FIELD) != 1:
+        raise ValueError(
+            f"decoder_prompt must hold {DECODER_PROMPT_FIELD} once (where the text goes), got {decoder_prompt!r}"
+        )
+    return decoder_prompt
+
+
 class LatentReasonerProcessor(ProcessorMixin):
     """The decoder tokenizer (`tokenizer`: writes the output) and the encoder tokenizer (`encoder_tokenizer`: reads
     the input) of a LatentReasoner.
@@ -53,9 +62,7 @@ class LatentReasonerProcessor(ProcessorMixin):
         decoder_prompt: str | None = None,
         **kwargs: Any,
     ):
-        if decoder_prompt is not None and decoder_prompt.count(DECODER_PROMPT_FIELD) != 1:
-            raise ValueError(f"decoder_prompt must hold {DECODER_PROMPT_FIELD} once, got {decoder_prompt!r}")
-        self.decoder_prompt = decoder_prompt
+        self.decoder_prompt = check_decoder_prompt(decoder_prompt) if decoder_prompt is not None else None
         super().__init__(tokenizer, encoder_tokenizer, **kwargs)
 
     @property
@@ -122,4 +129,4 @@ class LatentReasonerProcessor(ProcessorMixin):
         return self.tokenizer.eos_token_id  # type: ignore[no-any-return]
 
 
-__all__ = ["DECODER_PROMPT_FIELD", "ENCODER_TOKENIZER_SUBFOLDER", "LatentReasonerProcessor"]
+__all__ = ["DECODER_PROMPT_FIELD", "ENCODER_TOKENIZER_SUBFOLDER", "LatentReasonerProcessor", "check_decoder_prompt"]
