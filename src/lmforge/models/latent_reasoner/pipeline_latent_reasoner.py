@@ -21,12 +21,10 @@ prompt.
 """
 
 import copy
-import json
 from typing import Any
 
 import torch
 from transformers import AutoTokenizer, GenerationConfig, LogitsProcessorList, NoRepeatNGramLogitsProcessor, Pipeline
-from transformers.utils import cached_file
 
 from .processing_latent_reasoner import LatentReasonerProcessor
 from .tokenization_latent_reasoner import ENCODER_TOKENIZER_SUBFOLDER
@@ -51,13 +49,10 @@ class NoRepeatNGramAfter(NoRepeatNGramLogitsProcessor):
 def saved_decoder_prompt(name_or_path: str) -> str | None:
     """The `decoder_prompt` in a model folder's (or Hub repository's) `processor_config.json`, if any."""
     try:
-        path = cached_file(name_or_path, "processor_config.json", _raise_exceptions_for_missing_entries=False)
+        processor_dict, _ = LatentReasonerProcessor.get_processor_dict(name_or_path)
     except OSError:
         return None
-    if path is None:
-        return None
-    with open(path, encoding="utf-8") as handle:
-        prompt = json.load(handle).get("decoder_prompt")
+    prompt = processor_dict.get("decoder_prompt")
     return prompt if isinstance(prompt, str) else None
 
 
