@@ -89,9 +89,10 @@ def main() -> None:
         if args.attention_dropout is not None:
             for layer in model.model.layers:
                 layer.self_attn.attention_dropout = args.attention_dropout
-        for module in model.modules():  # decode mode stands for generate(), which turns the decoding path on
-            if hasattr(module, "decoding"):
-                module.decoding = args.mode == "decode" and not args.plain_linear
+        if args.mode == "decode" and not args.plain_linear:
+            for module in model.modules():  # decode mode stands for generate(), which turns the decoding path on
+                if hasattr(module, "start_decoding"):
+                    module.start_decoding()
     if args.mode == "train":
         seq = args.seq or (128 if args.quick else size.context)
         step, steps = train_step(model, args.batch, seq), args.steps or 3

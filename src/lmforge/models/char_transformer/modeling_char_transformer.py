@@ -67,14 +67,12 @@ class CharTransformerLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, max_transposed_rows: int = 1) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.max_transposed_rows = max_transposed_rows
-        self.decoding = False
-        self._transposed: torch.Tensor | None = None
+        self._transposed: torch.Tensor | None = None  # the (in, out) copy, while `generate()` runs
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         transposed = self._transposed
         if (
             transposed is None
-            or not self.decoding
             or hidden_states.device.type != "cpu"
             or hidden_states.numel() > self.max_transposed_rows * self.in_features
             or torch.is_grad_enabled()
@@ -85,13 +83,11 @@ class CharTransformerLinear(nn.Linear):
         return out.view(*hidden_states.shape[:-1], self.out_features)  # (B, T, out)
 
     def start_decoding(self) -> None:
-        """The decoding path on, with the (in, out) copy of a CPU weight made now."""
-        self.decoding = True
+        """The decoding path on: the (in, out) copy of a CPU weight, made now."""
         if self.weight.device.type == "cpu":
             self._transposed = self.weight.detach().t().contiguous()  # (out, in) -> (in, out)
 
     def end_decoding(self) -> None:
-        self.decoding = False
         self._transposed = None
 
 
