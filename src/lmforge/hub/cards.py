@@ -292,17 +292,23 @@ def build_card_data(
     pipeline_tag = folder.spec.pipeline_tag
     dataset = folder.dataset
     all_tags = ["lmforge", folder.model_type, "custom_code", *(tags or [])]
-    eval_results = [
-        EvalResult(
+    dataset_type = (dataset.hub_id or dataset.pattern) if dataset else "custom"
+    dataset_name = dataset.name if dataset else Path(str(folder.recipe.get("train_file") or "custom")).name
+
+    def result(split: str, metric_type: str, name: str, value: float) -> EvalResult:
+        return EvalResult(
             task_type=pipeline_tag,
             task_name=TASK_NAMES.get(pipeline_tag, pipeline_tag),
-            dataset_type=(dataset.hub_id or dataset.pattern) if dataset else "custom",
-            dataset_name=dataset.name if dataset else Path(str(folder.recipe.get("train_file") or "custom")).name,
+            dataset_type=dataset_type,
+            dataset_name=dataset_name,
             dataset_split=split,
             metric_type=metric_type,
             metric_name=name,
             metric_value=round(value, 4),
         )
+
+    eval_results = [
+        result(split, metric_type, name, value)
         for prefix, split in (("eval_", "validation"), ("train_", "train"))
         for metric_type, name, value in result_metrics(folder, prefix)
         if not metric_type.startswith("baseline")  # a reference score, not this model's: table only
@@ -310,16 +316,7 @@ def build_card_data(
     ]
     # The summarization references, each metric named for its reference ("LEAD-3 ... ROUGE-1").
     eval_results += [
-        EvalResult(
-            task_type=pipeline_tag,
-            task_name=TASK_NAMES.get(pipeline_tag, pipeline_tag),
-            dataset_type=(dataset.hub_id or dataset.pattern) if dataset else "custom",
-            dataset_name=dataset.name if dataset else Path(str(folder.recipe.get("train_file") or "custom")).name,
-            dataset_split="validation",
-            metric_type=f"{prefix}{metric_type}",
-            metric_name=f"{title}: {name}",
-            metric_value=round(value, 4),
-        )
+        result("validation", f"{prefix}{metric_type}", f"{title}: {name}", value)
         for prefix, title in REFERENCE_SYSTEMS.items()
         for metric_type, name, value in result_metrics(folder, prefix)
     ]
