@@ -14,7 +14,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import LmforgeError
 from lmforge.cli.quickstart import quickstart_recipe_path
-from lmforge.training import apply_overrides, load_recipe, parse_recipe, read_recipe, run_training
+from lmforge.training import (
+    apply_overrides,
+    cpu_bf16_settings,
+    load_recipe,
+    parse_recipe,
+    read_recipe,
+    run_training,
+)
 from lmforge.training.objectives import objective_of
 
 from .conftest import REPO_ROOT, TINY_AKSIS
@@ -100,15 +107,66 @@ def test_quickstart_trains_saves_and_writes_samples(tmp_path, capsys):
     assert isinstance(model, AksisForCausalLM) and model.config.hidden_size == 32
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     assert recipe["max_steps"] == 2 and recipe["block_size"] == 32 and recipe["sample_prompts"] == QUICKSTART_PROMPTS
+    assert recipe.get("bf16", False) == cpu_bf16_settings().get("bf16", False)  # bf16 autocast where the CPU has it
     samples = json.loads((out / "samples.json").read_text(encoding="utf-8"))
     assert list(samples) == QUICKSTART_PROMPTS
+    # The recipe's bad_words: no run of blank lines in the samples, nor in any generate() of the saved model.
+    banned = model.generation_config.bad_words_ids
+    assert recipe["bad_words"] == ["\n\n\n"]
+    assert banned == [tokenizer("\n\n\n", add_special_tokens=False)["input_ids"]]
     for prompt, text in samples.items():
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        drawn = oracle_sample(model.eval(), ids, 5, seed=42, temperature=0.8, top_k=50, eos_token_id=3)
+        drawn = oracle_sample(
+            model.eval(), ids, 5, seed=42, temperature=0.8, top_k=50, eos_token_id=3, bad_words_ids=banned
+        )
         assert text == tokenizer.decode(drawn, skip_special_tokens=True), prompt
 
 
 QUICKSTART_PROMPTS = ["ROMEO:", "To be, or not to be"]
+
+
+def test_bad_words_are_never_generated(trained_aksis_dir):
+    """`bad_words` (recipe): each string's tokens go into the model's generation_config.bad_words_ids, which
+    generate() honours. The first two tokens of the greedy continuation, banned as one string, are not written in a
+    row; the first one still is."""
+    from types import SimpleNamespace
+
+    from lmforge.training.run import set_bad_words
+
+    model = AutoModelForCausalLM.from_pretrained(trained_aksis_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(trained_aksis_dir)
+    prompt = tokenizer("First Citizen:", return_tensors="pt")
+    start = prompt["input_ids"].shape[1]
+    free = model.generate(**prompt, max_new_tokens=6, do_sample=False)[0, start:].tolist()
+    word = tokenizer.decode(free[:2])
+    assert tokenizer(word, add_special_tokens=False)["input_ids"] == free[:2]
+    setup = SimpleNamespace(model=model, tokenizer=tokenizer)
+    set_bad_words(setup, [word])  # type: ignore[arg-type]
+    assert model.generation_config.bad_words_ids == [free[:2]]
+    written = model.generate(**prompt, max_new_tokens=6, do_sample=False)[0].tolist()
+    assert written[start] == free[0] and written[start + 1] != free[1]
+    assert all(list(pair) != free[:2] for pair in zip(written[start - 1 :], written[start:], strict=False))
+    with pytest.raises(LmforgeError, match="gives no tokens"):
+        set_bad_words(setup, ["", "x"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "avx512_bf16", "amx", "expected"),
+    [
+        (False, True, False, {"bf16": True, "use_cpu": True}),
+        (False, False, True, {"bf16": True, "use_cpu": True}),
+        (False, False, False, {}),  # bf16 emulated: slower than fp32, so left off
+        (True, True, True, {}),  # an accelerator: the recipe decides
+    ],
+)
+def test_cpu_bf16_settings_follow_the_hardware(monkeypatch, tmp_path, accelerator, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: accelerator)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert cpu_bf16_settings() == expected
+    if expected:  # transformers accepts the pair on a CPU
+        *_, training_args = load_recipe(quickstart_recipe_path(), [], {"output_dir": str(tmp_path), **expected})
+        assert training_args.bf16 and training_args.use_cpu
 
 
 def test_validation_file_and_max_train_samples(tmp_path, tiny_text_file):

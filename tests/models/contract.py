@@ -221,9 +221,11 @@ def oracle_sample(
     top_k: int | None = None,
     top_p: float | None = None,
     eos_token_id: int | None = None,
+    bad_words_ids: list[list[int]] | None = None,
 ) -> list[int]:
     """Sampling by plain full forward passes for a decoder-only model: `torch` seeded with `seed`, then at each step
-    the last logits divided by `temperature`, cut to the `top_k` best and to the smallest set of best tokens whose
+    the last token of every `bad_words_ids` sequence whose other tokens end the sequence so far banned, the last
+    logits divided by `temperature`, cut to the `top_k` best and to the smallest set of best tokens whose
     probability reaches `top_p` (the best token always stays), and one `torch.multinomial` draw from their softmax:
     what a seeded sampling `generate()` must draw. Stops after `eos_token_id` (kept)."""
     torch.manual_seed(seed)
@@ -231,6 +233,9 @@ def oracle_sample(
     new: list[int] = []
     for _ in range(new_tokens):
         logits = model(input_ids=torch.tensor([sequence]), use_cache=False).logits[0, -1].float() / temperature
+        for banned in bad_words_ids or []:
+            if len(banned) == 1 or sequence[-(len(banned) - 1) :] == banned[:-1]:
+                logits[banned[-1]] = float("-inf")
         if top_k:
             kept = logits.topk(min(top_k, logits.shape[-1])).values[-1]
             logits = logits.masked_fill(logits < kept, float("-inf"))

@@ -10,6 +10,7 @@ from .arguments import (
     LmforgeTrainingArguments,
     ModelArguments,
     Seq2SeqDataArguments,
+    cpu_bf16_settings,
 )
 from .builders import TrainingSetup, register_builder
 from .recipe import apply_overrides, check_recipe, default_output_dir, load_recipe, parse_recipe, read_recipe
@@ -59,6 +60,7 @@ __all__ = [
     "add_perplexity",
     "apply_overrides",
     "check_recipe",
+    "cpu_bf16_settings",
     "default_output_dir",
     "get_task",
     "load_recipe",

@@ -106,11 +106,27 @@ def build_setup(
         if not model_args.model_name_or_path:
             logger.warning("peft is set but model_name_or_path is not: LoRA on a freshly initialised model")
     setup = build(model_args, data_args, training_args)
+    if model_args.bad_words:
+        set_bad_words(setup, model_args.bad_words)
     if model_args.peft is not None:
         # LoRA: only the adapter trains, and the Trainer saves only the adapter (adapter_model.safetensors).
         peft_model: Any = apply_peft(setup.model, model_args.peft)
         setup.model = peft_model
     return setup
+
+
+def set_bad_words(setup: TrainingSetup, bad_words: list[str]) -> None:
+    """The recipe's `bad_words` into the model's generation_config (`bad_words_ids`, transformers' own ban), each
+    string as the tokenizer writes it: the run's samples, `lmforge generate` and a pipeline of the saved model never
+    write it."""
+    if not callable(getattr(setup.tokenizer, "convert_ids_to_tokens", None)):
+        raise LmforgeError(f"bad_words needs a tokenizer; {type(setup.tokenizer).__name__} is not one")
+    ids = [setup.tokenizer(word, add_special_tokens=False)["input_ids"] for word in bad_words]
+    if not all(ids):
+        empty = [word for word, word_ids in zip(bad_words, ids, strict=True) if not word_ids]
+        raise LmforgeError(f"bad_words: {empty!r} gives no tokens; remove it")
+    setup.model.generation_config.bad_words_ids = ids
+    logger.info("generate() bans %s (tokens %s)", ", ".join(repr(word) for word in bad_words), ids)
 
 
 def build_callbacks(training_args: LmforgeTrainingArguments) -> list[Any]:
