@@ -214,6 +214,25 @@ def decode_bytes_per_token(model: torch.nn.Module, batch: int, prompt_len: int, 
     return {"weights": weights, "kv": kv, "per_token": (weights + kv) / batch}
 
 
+def matvec_steps(model: torch.nn.Module, steps: int) -> Callable[[], object]:
+    """`steps` decoding steps' weight reads and nothing else, the ceiling torch's matrix-vector kernels leave below the
+    bandwidth bound: at batch 1, x @ W for every distinct weight matrix of the model's linear layers and output head,
+    each held in the (in, out) layout Aksis decodes with (no embeddings, attention, cache, norms or generate() loop)."""
+    output = model.get_output_embeddings()
+    linears = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    distinct = {w.data_ptr(): w for w in [*linears, *([output.weight] if output is not None else [])]}
+    weights = [w.detach().t().contiguous() for w in distinct.values()]
+    inputs = [torch.randn(1, w.shape[0], dtype=w.dtype, device=w.device) for w in weights]
+
+    @torch.no_grad()
+    def run() -> None:
+        for _ in range(steps):
+            for x, w in zip(inputs, weights, strict=True):
+                torch.mm(x, w)
+
+    return run
+
+
 def rounds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
     """Seconds of each of several candidates, `repeats` interleaved rounds, the order reversed every other round, so
     that any two of them form paired rounds (for `median_ratio`)."""

@@ -7,6 +7,9 @@ Batch 1 runs these variants, all the same size, interleaved in each round (order
   (`compile_config`, which on the CPU needs `_compile_all_devices`), fp32;
 - Aksis bf16 static + compile: the same with bf16 weights (against its own bound);
 - GPT-2 eager (`DynamicCache`) and GPT-2 static + compile, fp32: "GPT-2 best" is the faster of the two;
+- Aksis fp32 matrix-vector products alone (`matvec_steps`): x @ W at batch 1 over the model's linear and head
+  weights, 256 times, with nothing else. It reads what a step's weights cost and shows the ceiling torch's kernels
+  leave on this machine below the bandwidth bound (its own bound counts the weights only);
 - Aksis uncached (fewer rounds, paired with Aksis eager).
 
 Bound: the memory bandwidth measured in the same run (`measure_bandwidth`, the better of copy and triad) divided by
@@ -37,11 +40,14 @@ from common import (
     decode_bytes_per_token,
     device,
     machine,
+    matvec_steps,
     measure_bandwidth,
     median_ratio,
     paired,
     rounds,
 )
+
+MATVEC = "Aksis fp32 matrix-vector products alone"
 
 
 def compile_config() -> CompileConfig:
@@ -99,7 +105,9 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
         assert torch.equal(outs[name], eager), f"{name}: greedy tokens differ from eager"
     bf16_eager = make_generate(aksis_bf16, 1, p, n, True)()
     bf16_same = (bf16_eager == outs["Aksis bf16 static + compile"])[0, p:].float().mean().item()
-    times = rounds({name: fn for name, (_, fn) in variants.items()}, repeats)
+    matvec = matvec_steps(aksis, n)  # the kernels' ceiling: the same weight reads with nothing around them
+    matvec()
+    times = rounds({**{name: fn for name, (_, fn) in variants.items()}, MATVEC: matvec}, repeats)
     uncached = make_generate(aksis, 1, p, n, False)
     e_t, u_t = paired(variants["Aksis eager (AksisCache)"][1], uncached, max(2, repeats // 2))
 
@@ -116,6 +124,8 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
             f"| {name} | {b['weights'] / 1e6:.1f} | {b['kv'] / 1e6:.1f} | {rate:,.1f} | {bound:,.0f} | {rate / bound:.0%} |"
         )
     b = decode_bytes_per_token(aksis, 1, p, n)
+    rate, bound = n / statistics.median(times[MATVEC]), bandwidth / b["weights"]
+    print(f"| {MATVEC} | {b['weights'] / 1e6:.1f} | 0 | {rate:,.1f} | {bound:,.0f} | {rate / bound:.0%} |")
     # uncached: each step recomputes the whole sequence; its bound is the cached one (same weights, no more needed)
     rate = n / statistics.median(u_t)
     bound = bandwidth / b["per_token"]
@@ -140,6 +150,7 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
             times["Aksis bf16 static + compile"],
         ),
     ]
+    ratios.append(("Aksis static + compile / the products alone", times[MATVEC], times["Aksis static + compile"]))
     for label, base, cand in ratios:
         print(f"| {label} | {median_ratio(base, cand):.2f}x |")
     print(f"| Aksis eager / uncached | {median_ratio(u_t, e_t):.2f}x |")

@@ -15,6 +15,10 @@ process per model.
     python bench/train_throughput.py --quick        # a few minutes on 2 CPU cores
     python bench/train_throughput.py                # the reference size (6 x 512, context 512)
     python bench/train_throughput.py --only matched # only the matched-dropout timings (no memory)
+    python bench/train_throughput.py --only bf16 --quick --batch 8   # Aksis: bf16 autocast against fp32
+
+`--only bf16` times Aksis alone, its fp32 step against the same step under bf16 autocast (`torch.autocast`, weights
+and AdamW in fp32: what the Trainer's `bf16: true` does), paired, both at its default dropouts.
 """
 
 import argparse
@@ -48,6 +52,7 @@ def make_step(
     compile_model: bool = False,
     matched_dropout: bool = False,
     optim: str = "fused",
+    bf16: bool = False,
 ):
     model = build(name, size, attn, matched_dropout).to(device()).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=optim == "fused", foreach=False)
@@ -56,13 +61,28 @@ def make_step(
     ids = torch.randint(4, size.vocab_size, (batch, seq), generator=generator).to(device())
 
     def step() -> None:
-        loss = forward(input_ids=ids, labels=ids).loss
+        with torch.autocast(device().type, dtype=torch.bfloat16, enabled=bf16):
+            loss = forward(input_ids=ids, labels=ids).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     step()  # warm-up (allocations, compile)
     return step
+
+
+def bf16_against_fp32(size, batch: int, seq: int, steps: int, repeats: int, optim: str) -> None:
+    print(f"size: {size}, batch {batch} x seq {seq}, {steps} steps per round, {repeats} rounds, AdamW {optim}\n")
+    fp32_step = make_step("aksis", size, "sdpa", batch, seq, optim=optim)
+    bf16_step = make_step("aksis", size, "sdpa", batch, seq, optim=optim, bf16=True)
+    fp32_t, bf16_t = paired(
+        lambda: [fp32_step() for _ in range(steps)], lambda: [bf16_step() for _ in range(steps)], repeats
+    )
+    tokens = batch * seq * steps
+    print("| Aksis step | tok/s |\n| --- | ---: |")
+    print(f"| fp32 | {tokens / statistics.median(fp32_t):,.0f} |")
+    print(f"| bf16 autocast | {tokens / statistics.median(bf16_t):,.0f} |")
+    print(f"\nbf16 autocast / fp32 throughput (median of paired rounds): {median_ratio(fp32_t, bf16_t):.3f}x")
 
 
 def main() -> None:
@@ -77,7 +97,10 @@ def main() -> None:
         "--optim", choices=("fused", "loop"), default="fused", help="AdamW of both models (default: fused)"
     )
     parser.add_argument(
-        "--only", choices=("matched",), default=None, help="time only the rows at matched attention dropout, no memory"
+        "--only",
+        choices=("matched", "bf16"),
+        default=None,
+        help="time only the rows at matched attention dropout, or Aksis bf16 autocast against fp32; no memory",
     )
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "ATTN", "DROPOUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,6 +119,9 @@ def main() -> None:
         return
 
     print(f"# Training throughput, {machine()}")
+    if args.only == "bf16":
+        bf16_against_fp32(size, args.batch, seq, steps, repeats, args.optim)
+        return
     print(f"size: {size}, batch {args.batch} x seq {seq}, {steps} steps per round, {repeats} rounds")
     print(f"AdamW: {args.optim} (both models)\n")
     tokens = args.batch * seq * steps
