@@ -148,6 +148,8 @@ def test_bad_words_are_never_generated(trained_aksis_dir):
     assert all(list(pair) != free[:2] for pair in zip(written[start - 1 :], written[start:], strict=False))
     with pytest.raises(LmforgeError, match="gives no tokens"):
         set_bad_words(setup, ["", "x"])  # type: ignore[arg-type]
+    with pytest.raises(LmforgeError, match="bad_words needs a tokenizer; object is not one"):
+        set_bad_words(SimpleNamespace(model=model, tokenizer=object()), ["x"])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
