@@ -71,13 +71,16 @@ def make_step(
     return step
 
 
+def repeated(step, steps: int):
+    """One timed round: `steps` optimizer steps."""
+    return lambda: [step() for _ in range(steps)]
+
+
 def bf16_against_fp32(size, batch: int, seq: int, steps: int, repeats: int, optim: str) -> None:
     print(f"size: {size}, batch {batch} x seq {seq}, {steps} steps per round, {repeats} rounds, AdamW {optim}\n")
     fp32_step = make_step("aksis", size, "sdpa", batch, seq, optim=optim)
     bf16_step = make_step("aksis", size, "sdpa", batch, seq, optim=optim, bf16=True)
-    fp32_t, bf16_t = paired(
-        lambda: [fp32_step() for _ in range(steps)], lambda: [bf16_step() for _ in range(steps)], repeats
-    )
+    fp32_t, bf16_t = paired(repeated(fp32_step, steps), repeated(bf16_step, steps), repeats)
     tokens = batch * seq * steps
     print("| Aksis step | tok/s |\n| --- | ---: |")
     print(f"| fp32 | {tokens / statistics.median(fp32_t):,.0f} |")
@@ -137,11 +140,7 @@ def main() -> None:
         matched = dropout == "matched"
         aksis_step = make_step("aksis", size, attn, args.batch, seq, compiled, matched, args.optim)
         gpt2_step = make_step("gpt2", size, attn, args.batch, seq, compiled, optim=args.optim)
-
-        def run(step):
-            return lambda: [step() for _ in range(steps)]
-
-        aksis_t, gpt2_t = paired(run(aksis_step), run(gpt2_step), repeats)
+        aksis_t, gpt2_t = paired(repeated(aksis_step, steps), repeated(gpt2_step, steps), repeats)
         ratio = median_ratio(gpt2_t, aksis_t)  # throughput ratio = time ratio inverted
         print(
             f"| {attn} | {dropout} | {compiled} | {tokens / statistics.median(aksis_t):,.0f} | "
