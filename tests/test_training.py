@@ -107,6 +107,7 @@ def test_quickstart_trains_saves_and_writes_samples(tmp_path, capsys):
     assert isinstance(model, AksisForCausalLM) and model.config.hidden_size == 32
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     assert recipe["max_steps"] == 2 and recipe["block_size"] == 32 and recipe["sample_prompts"] == QUICKSTART_PROMPTS
+    assert recipe["muon"] is True  # the recipe trains its weight matrices with Muon
     assert recipe.get("bf16", False) == cpu_bf16_settings().get("bf16", False)  # bf16 autocast where the CPU has it
     samples = json.loads((out / "samples.json").read_text(encoding="utf-8"))
     assert list(samples) == QUICKSTART_PROMPTS

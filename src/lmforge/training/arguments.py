@@ -118,6 +118,14 @@ class LmforgeTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Prompts to generate from after training; the samples go into the log."}
     )
     sample_max_new_tokens: int = field(default=64, metadata={"help": "New tokens per sample."})
+    muon: bool = field(
+        default=False,
+        metadata={
+            "help": "Train the hidden weight matrices with torch.optim.Muon and the rest (embeddings, output layer, "
+            "norms, biases) with `optim`, at the same learning_rate and weight_decay. Needs whole matrices on each "
+            "process: a single process or DDP, not FSDP or DeepSpeed."
+        },
+    )
     # lmforge pushes once, at the end of the run, with its model card and without checkpoints or pickles
     # (`lmforge.hub.push`); the Trainer itself never uploads (see `run_training`).
     hub_strategy: str = field(

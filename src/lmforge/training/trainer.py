@@ -6,9 +6,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
+
+from ..errors import LmforgeError
+from .optimizers import muon_with_adamw
 
 # The training arguments saved next to the model and in every checkpoint, as JSON (the Trainer writes a pickle,
 # training_args.bin, which nothing reads back: resuming reads trainer_state.json, the weights, optimizer, scheduler
@@ -46,6 +50,25 @@ class LmforgeTrainer(JsonTrainingArgumentsMixin, Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         super().log(add_perplexity(logs), start_time)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer, or with `muon: true` Muon over the hidden matrices and `optim` over the rest
+        (`lmforge.training.optimizers`)."""
+        if not getattr(self.args, "muon", False) or self.optimizer is not None:
+            return super().create_optimizer(model)
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            raise LmforgeError("muon: true needs whole weight matrices on each process; FSDP and DeepSpeed shard them")
+        opt_model: Any = self.model if model is None else model
+        adamw_cls, adamw_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = muon_with_adamw(
+            opt_model,
+            self.get_decay_parameter_names(opt_model),
+            self.args.learning_rate,
+            self.args.weight_decay,
+            adamw_cls,
+            adamw_kwargs,
+        )
+        return self.optimizer
 
     def create_model_card(
         self,

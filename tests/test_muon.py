@@ -1,0 +1,117 @@
+"""`muon: true`: torch.optim.Muon over the hidden weight matrices and the run's AdamW over the rest, driven by the real
+Trainer (scheduler, checkpoints, resume)."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from lmforge import LmforgeError
+from lmforge.models.aksis import AksisConfig, AksisForCausalLM
+from lmforge.training import parse_recipe, run_training
+from lmforge.training.optimizers import MuonWithAdamW, hidden_matrices, muon_with_adamw
+from lmforge.training.run import build_setup, build_trainer
+
+from .conftest import TINY_AKSIS
+from .test_training import tiny_recipe
+
+HIDDEN = {"self_attn.qkv_proj.weight", "self_attn.o_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"}
+
+
+def tiny_aksis(**overrides) -> AksisForCausalLM:
+    torch.manual_seed(0)
+    return AksisForCausalLM(AksisConfig(vocab_size=50, **{**TINY_AKSIS, **overrides}))
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_hidden_matrices_are_the_layers_weights_only(tie):
+    model = tiny_aksis(tie_word_embeddings=tie)
+    expected = {f"model.layers.{i}.{name}" for i in range(TINY_AKSIS["num_hidden_layers"]) for name in HIDDEN}
+    assert set(hidden_matrices(model)) == expected
+    # the untied output layer is a 2-D weight outside the embeddings, and still not Muon's
+    assert ("lm_head.weight" in dict(model.named_parameters())) is not tie
+
+
+def test_one_scheduler_and_one_state_dict_drive_both_optimizers():
+    model = tiny_aksis()
+    names = dict(model.named_parameters())
+    decay = [name for name in names if name.endswith("weight") and "norm" not in name]
+    optimizer = muon_with_adamw(model, decay, lr=1e-2, weight_decay=0.1, adamw_kwargs={"lr": 5.0, "fused": True})
+    muon_ids = {id(p) for group in optimizer.muon.param_groups for p in group["params"]}
+    assert muon_ids == {id(names[name]) for name in hidden_matrices(model)}
+    assert optimizer.adamw is not None and optimizer.adamw.defaults["fused"]
+    assert [g["weight_decay"] for g in optimizer.adamw.param_groups] == [0.1, 0.0]  # biases and norms not decayed
+    assert len(optimizer.param_groups) == 3
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+    before = {name: p.detach().clone() for name, p in names.items()}
+    for _ in range(2):
+        model(torch.randint(0, 50, (2, 8)), labels=torch.randint(0, 50, (2, 8))).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+    # the scheduler's learning rate reached both inner optimizers (the recipe lr, not the kwargs' own)
+    assert [g["lr"] for g in optimizer.muon.param_groups + optimizer.adamw.param_groups] == [2.5e-3] * 3
+    assert all(not torch.equal(before[name], p) for name, p in names.items())
+    state = optimizer.state_dict()
+    assert set(state) == {"muon", "adamw"} and len(state["muon"]["state"]) == len(muon_ids)
+    fresh = muon_with_adamw(model, decay, lr=1e-2, weight_decay=0.1)
+    fresh.load_state_dict(state)
+    assert torch.equal(
+        fresh.muon.state[names["model.layers.0.mlp.up_proj.weight"]]["momentum_buffer"],
+        optimizer.muon.state[names["model.layers.0.mlp.up_proj.weight"]]["momentum_buffer"],
+    )
+
+
+def test_lora_matrices_all_go_to_muon():
+    model = get_peft_model(tiny_aksis(), LoraConfig(r=4, target_modules=["qkv_proj"]))
+    optimizer = muon_with_adamw(model, [], lr=1e-2, weight_decay=0.0)
+    assert optimizer.adamw is None and len(optimizer.param_groups) == 1
+    model(torch.randint(0, 50, (2, 8)), labels=torch.randint(0, 50, (2, 8))).loss.backward()
+    optimizer.step()
+    assert optimizer.state_dict()["adamw"] is None
+
+
+def test_what_muon_cannot_take_is_a_one_line_error():
+    with pytest.raises(LmforgeError, match="no hidden weight matrices"):
+        muon_with_adamw(torch.nn.Embedding(4, 3), [], lr=1e-2, weight_decay=0.0)
+    with pytest.raises(LmforgeError, match="plain torch optimizer"):
+        muon_with_adamw(tiny_aksis(), [], lr=1e-2, weight_decay=0.0, adamw_cls=lambda: None)
+
+
+def test_muon_recipe_trains_with_the_real_trainer_and_resumes_exactly(tmp_path, tiny_text_file):
+    full = tmp_path / "full"
+    recipe = tiny_recipe(tiny_text_file, full, muon=True, optim="adamw_torch_fused")
+    setup = build_setup(*parse_recipe(recipe))
+    trainer = build_trainer(setup, parse_recipe(recipe)[2])
+    optimizer = trainer.create_optimizer()
+    assert isinstance(optimizer, MuonWithAdamW) and optimizer.adamw is not None and optimizer.adamw.defaults["fused"]
+
+    run_training(*parse_recipe(recipe))
+    log = json.loads((full / "trainer_state.json").read_text())["log_history"]
+    losses = [entry["loss"] for entry in log if "loss" in entry]
+    assert losses[-1] < losses[0]
+    plain = tmp_path / "plain"
+    run_training(*parse_recipe(tiny_recipe(tiny_text_file, plain)))
+    a, b = (AutoModelForCausalLM.from_pretrained(path).state_dict() for path in (full, plain))
+    assert not torch.equal(a["model.layers.0.mlp.up_proj.weight"], b["model.layers.0.mlp.up_proj.weight"])
+
+    # A run that stopped after checkpoint-6 and resumed from it ends where the uninterrupted run ended: the
+    # checkpoint holds both optimizers' states.
+    crashed = tmp_path / "crashed"
+    shutil.copytree(full / "checkpoint-6", crashed / "checkpoint-6")
+    resumed = tiny_recipe(tiny_text_file, crashed, muon=True, optim="adamw_torch_fused", resume_from_checkpoint="auto")
+    run_training(*parse_recipe(resumed))
+    c = AutoModelForCausalLM.from_pretrained(crashed).state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], c[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_muon_refuses_sharded_weights(tmp_path, tiny_text_file, monkeypatch):
+    recipe = tiny_recipe(tiny_text_file, tmp_path / "out", muon=True)
+    trainer = build_trainer(build_setup(*parse_recipe(recipe)), parse_recipe(recipe)[2])
+    monkeypatch.setattr(trainer, "is_fsdp_enabled", True)
+    with pytest.raises(LmforgeError, match="FSDP and DeepSpeed shard them"):
+        trainer.create_optimizer()
