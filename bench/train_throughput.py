@@ -16,9 +16,13 @@ process per model.
     python bench/train_throughput.py                # the reference size (6 x 512, context 512)
     python bench/train_throughput.py --only matched # only the matched-dropout timings (no memory)
     python bench/train_throughput.py --only bf16 --quick --batch 8   # Aksis: bf16 autocast against fp32
+    python bench/train_throughput.py --only muon --quickstart --batch 16 --bf16   # Muon + AdamW against AdamW
 
 `--only bf16` times Aksis alone, its fp32 step against the same step under bf16 autocast (`torch.autocast`, weights
 and AdamW in fp32: what the Trainer's `bf16: true` does), paired, both at its default dropouts.
+`--only muon` times Aksis alone, its step with AdamW against the same step with the recipe key `muon: true`'s optimizer
+(`lmforge.training.optimizers`: Muon on the hidden matrices, the same AdamW on the rest), paired; `--bf16` runs both
+under bf16 autocast, as `lmforge quickstart` does on a CPU with bf16 instructions.
 """
 
 import argparse
@@ -28,9 +32,12 @@ from pathlib import Path
 
 import torch
 
+from lmforge.training.optimizers import muon_with_adamw
+
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (
     QUICK,
+    QUICKSTART,
     REFERENCE,
     build,
     current_rss_mb,
@@ -53,9 +60,15 @@ def make_step(
     matched_dropout: bool = False,
     optim: str = "fused",
     bf16: bool = False,
+    muon: bool = False,
 ):
     model = build(name, size, attn, matched_dropout).to(device()).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=optim == "fused", foreach=False)
+    adamw = {"fused": optim == "fused", "foreach": False}
+    if muon:
+        matrices = [name for name, param in model.named_parameters() if param.ndim == 2]
+        optimizer = muon_with_adamw(model, matrices, lr=1e-4, weight_decay=0.1, adamw_kwargs=adamw)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **adamw)
     forward = torch.compile(model) if compile_model else model
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(4, size.vocab_size, (batch, seq), generator=generator).to(device())
@@ -88,9 +101,25 @@ def bf16_against_fp32(size, batch: int, seq: int, steps: int, repeats: int, opti
     print(f"\nbf16 autocast / fp32 throughput (median of paired rounds): {median_ratio(fp32_t, bf16_t):.3f}x")
 
 
+def muon_against_adamw(size, batch: int, seq: int, steps: int, repeats: int, optim: str, bf16: bool) -> None:
+    print(f"size: {size}, batch {batch} x seq {seq}, {steps} steps per round, {repeats} rounds, AdamW {optim}")
+    print(f"bf16 autocast: {bf16}\n")
+    adamw_step = make_step("aksis", size, "sdpa", batch, seq, optim=optim, bf16=bf16)
+    muon_step = make_step("aksis", size, "sdpa", batch, seq, optim=optim, bf16=bf16, muon=True)
+    muon_t, adamw_t = paired(repeated(muon_step, steps), repeated(adamw_step, steps), repeats)
+    tokens = batch * seq * steps
+    print("| Aksis step | tok/s | ms per step |\n| --- | ---: | ---: |")
+    for label, times in (("AdamW", adamw_t), ("Muon + AdamW", muon_t)):
+        print(f"| {label} | {tokens / statistics.median(times):,.0f} | {statistics.median(times) / steps * 1e3:.1f} |")
+    print(f"\nMuon + AdamW / AdamW throughput (median of paired rounds): {median_ratio(adamw_t, muon_t):.3f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller model and fewer rounds")
+    parser.add_argument(
+        "--quickstart", action="store_true", help="the quickstart recipe's model (4 x 192, context 128), fewer rounds"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=None, help="tokens per sequence (default: the context)")
     parser.add_argument("--repeats", type=int, default=None)
@@ -101,16 +130,19 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=("matched", "bf16"),
+        choices=("matched", "bf16", "muon"),
         default=None,
-        help="time only the rows at matched attention dropout, or Aksis bf16 autocast against fp32; no memory",
+        help="time only the rows at matched attention dropout, or Aksis bf16 autocast against fp32, or Aksis with "
+        "Muon + AdamW against AdamW; no memory",
     )
+    parser.add_argument("--bf16", action="store_true", help="with --only muon: both steps under bf16 autocast")
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "ATTN", "DROPOUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    size = QUICK if args.quick else REFERENCE
-    seq = args.seq or (128 if args.quick else size.context)
-    repeats = args.repeats or (6 if args.quick else 8)
-    steps = args.steps or (3 if args.quick else 2)
+    size = QUICKSTART if args.quickstart else QUICK if args.quick else REFERENCE
+    small = args.quick or args.quickstart
+    seq = args.seq or (128 if small else size.context)
+    repeats = args.repeats or (6 if small else 8)
+    steps = args.steps or (3 if small else 2)
 
     if args.memory_child:
         base = current_rss_mb()
@@ -124,6 +156,9 @@ def main() -> None:
     print(f"# Training throughput, {machine()}")
     if args.only == "bf16":
         bf16_against_fp32(size, args.batch, seq, steps, repeats, args.optim)
+        return
+    if args.only == "muon":
+        muon_against_adamw(size, args.batch, seq, steps, repeats, args.optim, args.bf16)
         return
     print(f"size: {size}, batch {args.batch} x seq {seq}, {steps} steps per round, {repeats} rounds")
     print(f"AdamW: {args.optim} (both models)\n")
