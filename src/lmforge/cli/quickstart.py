@@ -3,7 +3,7 @@ Trainer (progress bar, log file, checkpoints), saves it, and prints text generat
 CPU cores.
 
 Aksis, rather than CharTransformer, because it gives the better text for the same training time: on held-out plays
-it scores 2.00 bits per character after its 600 steps, where the best CharTransformer tried
+it scores 1.99 bits per character after its 600 steps, where the best CharTransformer tried
 (`recipes/char_transformer/shakespeare.yaml`: width 128, 1500 steps) reaches 2.72, and it writes real words where the
 character model still invents them (`bench/bits_per_character.py` compares saved models).
 
