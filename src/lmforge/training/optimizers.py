@@ -48,7 +48,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
             [{"params": list(muon_params)}], lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"
         )
         # None when Muon takes every trainable parameter (LoRA's matrices, say)
-        self.adamw = adamw_cls(adamw_groups, **{"lr": lr, **(adamw_kwargs or {})}) if adamw_groups else None
+        self.adamw = adamw_cls(adamw_groups, **{**(adamw_kwargs or {}), "lr": lr}) if adamw_groups else None
         adamw_param_groups = self.adamw.param_groups if self.adamw is not None else []
         super().__init__([*self.muon.param_groups, *adamw_param_groups], defaults={})
 
@@ -86,19 +86,21 @@ def muon_with_adamw(
         raise LmforgeError(
             f"muon: true pairs Muon with a plain torch optimizer (optim: adamw_torch); not {adamw_cls!r}"
         )
-    matrices = set(hidden_matrices(model))
+    matrices, decay = set(hidden_matrices(model)), set(decay_names)
     if not matrices:
         raise LmforgeError(f"muon: true found no hidden weight matrices to train in {type(model).__name__}")
-    decay = set(decay_names)
-    rest = [(name, p) for name, p in model.named_parameters() if p.requires_grad and name not in matrices]
+    muon: list[torch.Tensor] = []
+    decayed: list[torch.Tensor] = []
+    not_decayed: list[torch.Tensor] = []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (muon if name in matrices else decayed if name in decay else not_decayed).append(param)
     adamw_groups = [
-        {"params": [p for name, p in rest if name in decay], "weight_decay": weight_decay},
-        {"params": [p for name, p in rest if name not in decay], "weight_decay": 0.0},
+        {"params": params, "weight_decay": rate}
+        for params, rate in ((decayed, weight_decay), (not_decayed, 0.0))
+        if params
     ]
-    adamw_groups = [group for group in adamw_groups if group["params"]]
-    kwargs = {k: v for k, v in (adamw_kwargs or {}).items() if k != "lr"}
-    muon_params = [p for name, p in model.named_parameters() if name in matrices]
-    return MuonWithAdamW(muon_params, adamw_groups, lr, weight_decay, adamw_cls, kwargs)
+    return MuonWithAdamW(muon, adamw_groups, lr, weight_decay, adamw_cls, adamw_kwargs)
 
 
 __all__ = ["MuonWithAdamW", "hidden_matrices", "muon_with_adamw"]
