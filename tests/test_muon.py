@@ -2,7 +2,6 @@
 Trainer (scheduler, checkpoints, resume)."""
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -81,7 +80,8 @@ def test_what_muon_cannot_take_is_a_one_line_error():
         muon_with_adamw(tiny_aksis(), [], lr=1e-2, weight_decay=0.0, adamw_cls=lambda: None)
 
 
-def test_muon_recipe_trains_with_the_real_trainer_and_resumes_exactly(tmp_path, tiny_text_file):
+def test_muon_recipe_trains_with_the_real_trainer(tmp_path, tiny_text_file):
+    # Resuming a muon run from its checkpoint: test_training.py::test_resume_from_last_checkpoint_matches_uninterrupted_run
     full = tmp_path / "full"
     recipe = tiny_recipe(tiny_text_file, full, muon=True, optim="adamw_torch_fused")
     setup = build_setup(*parse_recipe(recipe))
@@ -97,16 +97,6 @@ def test_muon_recipe_trains_with_the_real_trainer_and_resumes_exactly(tmp_path, 
     run_training(*parse_recipe(tiny_recipe(tiny_text_file, plain)))
     a, b = (AutoModelForCausalLM.from_pretrained(path).state_dict() for path in (full, plain))
     assert not torch.equal(a["model.layers.0.mlp.up_proj.weight"], b["model.layers.0.mlp.up_proj.weight"])
-
-    # A run that stopped after checkpoint-6 and resumed from it ends where the uninterrupted run ended: the
-    # checkpoint holds both optimizers' states.
-    crashed = tmp_path / "crashed"
-    shutil.copytree(full / "checkpoint-6", crashed / "checkpoint-6")
-    resumed = tiny_recipe(tiny_text_file, crashed, muon=True, optim="adamw_torch_fused", resume_from_checkpoint="auto")
-    run_training(*parse_recipe(resumed))
-    c = AutoModelForCausalLM.from_pretrained(crashed).state_dict()
-    for name in a:
-        torch.testing.assert_close(a[name], c[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_muon_refuses_sharded_weights(tmp_path, tiny_text_file, monkeypatch):

@@ -362,17 +362,19 @@ def test_early_stopping_and_best_model(tmp_path, tiny_text_file):
     assert not all(torch.equal(final[name], last[name]) for name in final)
 
 
-def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path, tiny_text_file):
+# With muon: true, the checkpoint holds both optimizers' states (Muon's and AdamW's).
+@pytest.mark.parametrize("optimizer", [{}, {"muon": True, "optim": "adamw_torch_fused"}], ids=["adamw", "muon"])
+def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path, tiny_text_file, optimizer):
     import shutil
 
     full = tmp_path / "full"
-    run_training(*parse_recipe(tiny_recipe(tiny_text_file, full)))
+    run_training(*parse_recipe(tiny_recipe(tiny_text_file, full, **optimizer)))
     # A run that stopped right after checkpoint-6 (its folder holds only that checkpoint), then resumed.
     crashed = tmp_path / "crashed"
     shutil.copytree(full / "checkpoint-6", crashed / "checkpoint-6")
     (crashed / "checkpoint-12").mkdir()  # a save cut short: no trainer_state.json, must be skipped
     (crashed / "checkpoint-12" / "model.safetensors").write_bytes(b"partial")
-    run_training(*parse_recipe(tiny_recipe(tiny_text_file, crashed, resume_from_checkpoint="auto")))
+    run_training(*parse_recipe(tiny_recipe(tiny_text_file, crashed, resume_from_checkpoint="auto", **optimizer)))
     assert not list(crashed.rglob("*.bin")) and (crashed / "checkpoint-12" / "training_args.json").is_file()
     a = AutoModelForCausalLM.from_pretrained(full).state_dict()
     b = AutoModelForCausalLM.from_pretrained(crashed).state_dict()
