@@ -89,29 +89,18 @@ def repeated(step, steps: int):
     return lambda: [step() for _ in range(steps)]
 
 
-def bf16_against_fp32(size, batch: int, seq: int, steps: int, repeats: int, optim: str) -> None:
+def aksis_step_against(size, batch: int, seq: int, steps: int, repeats: int, optim: str, baseline, candidate) -> None:
+    """Aksis alone, two variants of its step (each a label and `make_step` keywords), paired rounds."""
+    (base_label, base_kwargs), (cand_label, cand_kwargs) = baseline, candidate
     print(f"size: {size}, batch {batch} x seq {seq}, {steps} steps per round, {repeats} rounds, AdamW {optim}\n")
-    fp32_step = make_step("aksis", size, "sdpa", batch, seq, optim=optim)
-    bf16_step = make_step("aksis", size, "sdpa", batch, seq, optim=optim, bf16=True)
-    fp32_t, bf16_t = paired(repeated(fp32_step, steps), repeated(bf16_step, steps), repeats)
-    tokens = batch * seq * steps
-    print("| Aksis step | tok/s |\n| --- | ---: |")
-    print(f"| fp32 | {tokens / statistics.median(fp32_t):,.0f} |")
-    print(f"| bf16 autocast | {tokens / statistics.median(bf16_t):,.0f} |")
-    print(f"\nbf16 autocast / fp32 throughput (median of paired rounds): {median_ratio(fp32_t, bf16_t):.3f}x")
-
-
-def muon_against_adamw(size, batch: int, seq: int, steps: int, repeats: int, optim: str, bf16: bool) -> None:
-    print(f"size: {size}, batch {batch} x seq {seq}, {steps} steps per round, {repeats} rounds, AdamW {optim}")
-    print(f"bf16 autocast: {bf16}\n")
-    adamw_step = make_step("aksis", size, "sdpa", batch, seq, optim=optim, bf16=bf16)
-    muon_step = make_step("aksis", size, "sdpa", batch, seq, optim=optim, bf16=bf16, muon=True)
-    muon_t, adamw_t = paired(repeated(muon_step, steps), repeated(adamw_step, steps), repeats)
+    base_step = make_step("aksis", size, "sdpa", batch, seq, optim=optim, **base_kwargs)
+    cand_step = make_step("aksis", size, "sdpa", batch, seq, optim=optim, **cand_kwargs)
+    cand_t, base_t = paired(repeated(cand_step, steps), repeated(base_step, steps), repeats)
     tokens = batch * seq * steps
     print("| Aksis step | tok/s | ms per step |\n| --- | ---: | ---: |")
-    for label, times in (("AdamW", adamw_t), ("Muon + AdamW", muon_t)):
+    for label, times in ((base_label, base_t), (cand_label, cand_t)):
         print(f"| {label} | {tokens / statistics.median(times):,.0f} | {statistics.median(times) / steps * 1e3:.1f} |")
-    print(f"\nMuon + AdamW / AdamW throughput (median of paired rounds): {median_ratio(adamw_t, muon_t):.3f}x")
+    print(f"\n{cand_label} / {base_label} throughput (median of paired rounds): {median_ratio(base_t, cand_t):.3f}x")
 
 
 def main() -> None:
@@ -154,11 +143,16 @@ def main() -> None:
         return
 
     print(f"# Training throughput, {machine()}")
-    if args.only == "bf16":
-        bf16_against_fp32(size, args.batch, seq, steps, repeats, args.optim)
-        return
-    if args.only == "muon":
-        muon_against_adamw(size, args.batch, seq, steps, repeats, args.optim, args.bf16)
+    if args.only in ("bf16", "muon"):
+        autocast = " (bf16 autocast)" if args.bf16 else ""
+        pair = {
+            "bf16": (("fp32", {}), ("bf16 autocast", {"bf16": True})),
+            "muon": (
+                (f"AdamW{autocast}", {"bf16": args.bf16}),
+                (f"Muon + AdamW{autocast}", {"bf16": args.bf16, "muon": True}),
+            ),
+        }[args.only]
+        aksis_step_against(size, args.batch, seq, steps, repeats, args.optim, *pair)
         return
     print(f"size: {size}, batch {args.batch} x seq {seq}, {steps} steps per round, {repeats} rounds")
     print(f"AdamW: {args.optim} (both models)\n")
