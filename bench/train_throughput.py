@@ -17,21 +17,28 @@ process per model.
     python bench/train_throughput.py --only matched # only the matched-dropout timings (no memory)
     python bench/train_throughput.py --only bf16 --quick --batch 8   # Aksis: bf16 autocast against fp32
     python bench/train_throughput.py --only muon --quickstart --batch 16 --bf16   # Muon + AdamW against AdamW
+    python bench/train_throughput.py --only dropout   # Aksis's CPU dropout against nn.functional.dropout
 
 `--only bf16` times Aksis alone, its fp32 step against the same step under bf16 autocast (`torch.autocast`, weights
 and AdamW in fp32: what the Trainer's `bf16: true` does), paired, both at its default dropouts.
 `--only muon` times Aksis alone, its step with AdamW against the same step with the recipe key `muon: true`'s optimizer
 (`lmforge.training.optimizers`: Muon on the hidden matrices, the same AdamW on the rest), paired; `--bf16` runs both
 under bf16 autocast, as `lmforge quickstart` does on a CPU with bf16 instructions.
+`--only dropout` times Aksis alone at matched dropout, its step with its own dropout (`dropout_from_random_bits`, a
+mask from 32 random bits per element) against the same step with `nn.functional.dropout` in its place, paired; and
+first the two dropouts alone, forward + backward on one layer's attention probabilities in blocks of 128 queries.
 """
 
 import argparse
+import contextlib
 import statistics
 import sys
 from pathlib import Path
+from unittest import mock
 
 import torch
 
+import lmforge.models.aksis.modeling_aksis as aksis_modeling
 from lmforge.training.optimizers import muon_with_adamw
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -61,6 +68,7 @@ def make_step(
     optim: str = "fused",
     bf16: bool = False,
     muon: bool = False,
+    torch_dropout: bool = False,
 ):
     model = build(name, size, attn, matched_dropout).to(device()).train()
     adamw = {"fused": optim == "fused", "foreach": False}
@@ -74,7 +82,7 @@ def make_step(
     ids = torch.randint(4, size.vocab_size, (batch, seq), generator=generator).to(device())
 
     def step() -> None:
-        with torch.autocast(device().type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device().type, dtype=torch.bfloat16, enabled=bf16), nn_functional_dropout(torch_dropout):
             loss = forward(input_ids=ids, labels=ids).loss
         loss.backward()
         optimizer.step()
@@ -82,6 +90,40 @@ def make_step(
 
     step()  # warm-up (allocations, compile)
     return step
+
+
+def nn_functional_dropout(enabled: bool) -> contextlib.AbstractContextManager:
+    """With `enabled`, Aksis's dropouts call `nn.functional.dropout` instead of its own `dropout_from_random_bits`."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return mock.patch.object(
+        aksis_modeling,
+        "dropout_from_random_bits",
+        lambda hidden_states, p, training: torch.nn.functional.dropout(hidden_states, p=p, training=training),
+    )
+
+
+def dropout_alone(size, batch: int, seq: int, repeats: int) -> None:
+    """The two dropouts, forward + backward, on one layer's attention probabilities (blocks of 128 queries)."""
+    probs = torch.rand(batch, size.num_heads, 128, seq, requires_grad=True)  # (B, nh, block, T)
+    p = size.dropout
+
+    def run(dropout) -> None:
+        dropout(probs, p, True).sum().backward()
+        probs.grad = None
+
+    def torch_dropout() -> None:
+        run(lambda x, p, training: torch.nn.functional.dropout(x, p=p, training=training))
+
+    def own_dropout() -> None:
+        run(aksis_modeling.dropout_from_random_bits)
+
+    own_t, torch_t = paired(lambda: [own_dropout() for _ in range(5)], lambda: [torch_dropout() for _ in range(5)], 8)
+    print(f"dropout p={p} alone, forward + backward, {tuple(probs.shape)}, 5 calls a round, 8 paired rounds:\n")
+    print("| dropout | ms per call |\n| --- | ---: |")
+    for label, times in (("nn.functional.dropout", torch_t), ("dropout_from_random_bits", own_t)):
+        print(f"| {label} | {statistics.median(times) / 5 * 1e3:.1f} |")
+    print(f"\ndropout_from_random_bits / nn.functional.dropout speed: {median_ratio(torch_t, own_t):.3f}x\n")
 
 
 def repeated(step, steps: int):
@@ -119,10 +161,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=("matched", "bf16", "muon"),
+        choices=("matched", "bf16", "muon", "dropout"),
         default=None,
         help="time only the rows at matched attention dropout, or Aksis bf16 autocast against fp32, or Aksis with "
-        "Muon + AdamW against AdamW; no memory",
+        "Muon + AdamW against AdamW, or Aksis's CPU dropout against nn.functional.dropout; no memory",
     )
     parser.add_argument("--bf16", action="store_true", help="with --only muon: both steps under bf16 autocast")
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "ATTN", "DROPOUT"), help=argparse.SUPPRESS)
@@ -143,7 +185,7 @@ def main() -> None:
         return
 
     print(f"# Training throughput, {machine()}")
-    if args.only in ("bf16", "muon"):
+    if args.only in ("bf16", "muon", "dropout"):
         autocast = " (bf16 autocast)" if args.bf16 else ""
         pair = {
             "bf16": (("fp32", {}), ("bf16 autocast", {"bf16": True})),
@@ -151,7 +193,13 @@ def main() -> None:
                 (f"AdamW{autocast}", {"bf16": args.bf16}),
                 (f"Muon + AdamW{autocast}", {"bf16": args.bf16, "muon": True}),
             ),
+            "dropout": (
+                ("nn.functional.dropout, matched dropout", {"matched_dropout": True, "torch_dropout": True}),
+                ("dropout_from_random_bits, matched dropout", {"matched_dropout": True}),
+            ),
         }[args.only]
+        if args.only == "dropout":
+            dropout_alone(size, args.batch, seq, repeats)
         aksis_step_against(size, args.batch, seq, steps, repeats, args.optim, *pair)
         return
     print(f"size: {size}, batch {args.batch} x seq {seq}, {steps} steps per round, {repeats} rounds")

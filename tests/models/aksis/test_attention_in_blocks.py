@@ -39,7 +39,7 @@ def test_without_dropout_it_is_sdpa_causal_attention_with_its_gradients(block_si
 def test_dropout_drops_a_fraction_p_of_the_probabilities_and_rescales_the_rest():
     # equal scores: the probabilities of row i are 1 / (i + 1); with values of 1 every output is the sum of the kept
     # probabilities over (1 - p), 1 on average
-    batch, heads, seq, p = 4, 4, 256, 0.25
+    batch, heads, seq, p = 16, 16, 256, 0.25
     query = torch.zeros(batch, heads, seq, 8)
     value = torch.ones(batch, heads, seq, 8)
     torch.manual_seed(0)
@@ -50,7 +50,7 @@ def test_dropout_drops_a_fraction_p_of_the_probabilities_and_rescales_the_rest()
     assert abs(out.mean().item() - 1.0) < 0.02
     first = out[:, 0].unique()  # the first query sees one key: kept (scaled by 1 / (1 - p)) or dropped
     torch.testing.assert_close(first, torch.tensor([0.0, 1 / (1 - p)]))
-    assert 0.2 < (out[:, 0, :, 0] == 0).float().mean().item() < 0.3
+    assert 0.17 < (out[:, 0, :, 0] == 0).float().mean().item() < 0.33  # 256 draws: p within 3 standard deviations
     # the positions above the diagonal stay out of it: a change of a later value leaves earlier outputs alone
     torch.manual_seed(0)
     changed = value.clone()
