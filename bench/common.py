@@ -216,21 +216,32 @@ def decode_bytes_per_token(model: torch.nn.Module, batch: int, prompt_len: int, 
     return {"weights": weights, "kv": kv, "per_token": (weights + kv) / batch}
 
 
-def matvec_steps(model: torch.nn.Module, steps: int) -> Callable[[], object]:
-    """`steps` decoding steps' weight reads and nothing else, the ceiling torch's matrix-vector kernels leave below the
-    bandwidth bound: at batch 1, x @ W for every distinct weight matrix of the model's linear layers and output head,
-    each held in the (in, out) layout Aksis decodes with (no embeddings, attention, cache, norms or generate() loop)."""
+def matvec_steps(model: torch.nn.Module, steps: int, compiled: bool = False) -> Callable[[], object]:
+    """`steps` decoding steps' weight reads and nothing else, the ceiling the matrix-vector kernels leave below the
+    bandwidth bound: at batch 1, a product with every distinct weight matrix of the model's linear layers and output
+    head (no embeddings, attention, cache, norms or generate() loop).
+
+    Eager (`compiled=False`): `torch.mm` with each weight in the (in, out) layout Aksis's eager decoding uses.
+    `compiled=True`: each product as Aksis's compiled decoding step computes it, a multiply-and-sum over the (out, in)
+    weight, compiled by Inductor into one reduction kernel per weight."""
     output = model.get_output_embeddings()
     linears = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
     distinct = {w.data_ptr(): w for w in [*linears, *([output.weight] if output is not None else [])]}
-    weights = [w.detach().t().contiguous() for w in distinct.values()]
-    inputs = [torch.randn(1, w.shape[0], dtype=w.dtype, device=w.device) for w in weights]
+    if compiled:
+        weights = [w.detach() for w in distinct.values()]  # (out, in)
+        inputs = [torch.randn(1, w.shape[1], dtype=w.dtype, device=w.device) for w in weights]
+        products = torch.compile(lambda xs, ws: [(x * w).sum(-1) for x, w in zip(xs, ws, strict=True)], dynamic=False)
+    else:
+        weights = [w.detach().t().contiguous() for w in distinct.values()]  # (in, out)
+        inputs = [torch.randn(1, w.shape[0], dtype=w.dtype, device=w.device) for w in weights]
+
+        def products(xs: list[torch.Tensor], ws: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [torch.mm(x, w) for x, w in zip(xs, ws, strict=True)]
 
     @torch.no_grad()
     def run() -> None:
         for _ in range(steps):
-            for x, w in zip(inputs, weights, strict=True):
-                torch.mm(x, w)
+            products(inputs, weights)
 
     return run
 

@@ -7,12 +7,15 @@ Batch 1 runs these variants, all the same size, interleaved in each round (order
   (`compile_config`, which on the CPU needs `_compile_all_devices`), fp32;
 - Aksis bf16 static + compile: the same with bf16 weights (against its own bound);
 - GPT-2 eager (`DynamicCache`) and GPT-2 static + compile, fp32: "GPT-2 best" is the faster of the two;
-- Aksis fp32 matrix-vector products alone (`matvec_steps`): x @ W at batch 1 over the model's linear and head
-  weights, 256 times, with nothing else. It reads what a step's weights cost and shows the ceiling torch's kernels
-  leave on this machine below the bandwidth bound (its own bound counts the weights only);
+- Aksis fp32 matrix-vector products alone (`matvec_steps`), the products with the model's linear and head weights at
+  batch 1, 256 times, with nothing else: eager, `torch.mm` on the (in, out) copies Aksis's eager decoding uses, and
+  compiled, the multiply-and-sum reductions Aksis's compiled step runs. They read what a step's weights cost and show
+  the ceiling each kind of kernel leaves on this machine below the bandwidth bound (their bound counts the weights
+  only);
 - Aksis uncached (fewer rounds, paired with Aksis eager).
 
-Bound: the memory bandwidth measured in the same run (`measure_bandwidth`, the better of copy and triad) divided by
+Bound: the memory bandwidth measured in the same run (`measure_bandwidth`, the better of copy and triad, measured once
+per round between the variants; the median of the rounds) divided by
 the bytes a decoding step reads per token (weights in their dtype + the KV cache at the mean cached length of the
 run, `decode_bytes_per_token`). The fraction is tokens/s over that bound. The compiled path must give the eager
 path's greedy tokens (asserted, fp32). Batches above 1 keep the former row: Aksis cached, GPT-2 cached, uncached.
@@ -47,7 +50,9 @@ from common import (
     rounds,
 )
 
-MATVEC = "Aksis fp32 matrix-vector products alone"
+MATVEC = "Aksis fp32 matrix-vector products alone, eager (torch.mm)"
+MATVEC_COMPILED = "Aksis fp32 matrix-vector products alone, compiled (reductions)"
+BANDWIDTH = "bandwidth"
 
 
 def compile_config() -> CompileConfig:
@@ -87,6 +92,7 @@ def make_generate(
 
 
 def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
+    """The batch-1 table and ratios; `bandwidth` (bytes/s) is the first of the per-round bandwidth measurements."""
     aksis_bf16 = copy.deepcopy(aksis).to(torch.bfloat16)
     p, n = args.prompt_len, args.new_tokens
     variants = {
@@ -105,9 +111,22 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
         assert torch.equal(outs[name], eager), f"{name}: greedy tokens differ from eager"
     bf16_eager = make_generate(aksis_bf16, 1, p, n, True)()
     bf16_same = (bf16_eager == outs["Aksis bf16 static + compile"])[0, p:].float().mean().item()
-    matvec = matvec_steps(aksis, n)  # the kernels' ceiling: the same weight reads with nothing around them
-    matvec()
-    times = rounds({**{name: fn for name, (_, fn) in variants.items()}, MATVEC: matvec}, repeats)
+    # the kernels' ceilings: the same weight reads with nothing around them
+    matvec, matvec_compiled = matvec_steps(aksis, n), matvec_steps(aksis, n, compiled=True)
+    matvec(), matvec_compiled()
+    bandwidths = [bandwidth]  # bytes/s, one measurement per round besides the one before the rounds
+
+    def measure() -> None:
+        bandwidths.append(measure_bandwidth(repeats=3).best_gbs * 1e9)
+
+    candidates = {name: fn for name, (_, fn) in variants.items()}
+    times = rounds({**candidates, MATVEC: matvec, MATVEC_COMPILED: matvec_compiled, BANDWIDTH: measure}, repeats)
+    bandwidth = statistics.median(bandwidths)
+    print(
+        f"bandwidth over the rounds (the better of copy and triad, {len(bandwidths)} measurements): median "
+        f"{bandwidth / 1e9:.1f} GB/s, range {min(bandwidths) / 1e9:.1f}-{max(bandwidths) / 1e9:.1f}; the bounds use "
+        "the median\n"
+    )
     uncached = make_generate(aksis, 1, p, n, False)
     e_t, u_t = paired(variants["Aksis eager (AksisCache)"][1], uncached, max(2, repeats // 2))
 
@@ -124,8 +143,9 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
             f"| {name} | {b['weights'] / 1e6:.1f} | {b['kv'] / 1e6:.1f} | {rate:,.1f} | {bound:,.0f} | {rate / bound:.0%} |"
         )
     b = decode_bytes_per_token(aksis, 1, p, n)
-    rate, bound = n / statistics.median(times[MATVEC]), bandwidth / b["weights"]
-    print(f"| {MATVEC} | {b['weights'] / 1e6:.1f} | 0 | {rate:,.1f} | {bound:,.0f} | {rate / bound:.0%} |")
+    for name in (MATVEC, MATVEC_COMPILED):
+        rate, bound = n / statistics.median(times[name]), bandwidth / b["weights"]
+        print(f"| {name} | {b['weights'] / 1e6:.1f} | 0 | {rate:,.1f} | {bound:,.0f} | {rate / bound:.0%} |")
     # uncached: each step recomputes the whole sequence; its bound is the cached one (same weights, no more needed)
     rate = n / statistics.median(u_t)
     bound = bandwidth / b["per_token"]
@@ -149,7 +169,9 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
             times["Aksis static + compile"],
             times["Aksis bf16 static + compile"],
         ),
-        ("Aksis static + compile / the products alone", times[MATVEC], times["Aksis static + compile"]),
+        ("Aksis static + compile / its products alone", times[MATVEC_COMPILED], times["Aksis static + compile"]),
+        ("Aksis eager / its products alone", times[MATVEC], times["Aksis eager (AksisCache)"]),
+        ("compiled products / eager products", times[MATVEC], times[MATVEC_COMPILED]),
     ]
     for label, base, cand in ratios:
         print(f"| {label} | {median_ratio(base, cand):.2f}x |")
@@ -181,12 +203,13 @@ def main() -> None:
     gpt2 = build("gpt2", size).to(device()).eval()
     bw = measure_bandwidth()
     print(f"# Generation throughput, {machine()}")
-    head = "plain nn.Linear" if args.plain_linear else "(in, out) weight copies while decoding"
+    head = (
+        "plain nn.Linear" if args.plain_linear else "decoding paths on (eager: (in, out) copies; compiled: reductions)"
+    )
     print(
         f"size: {size}, prompt {args.prompt_len}, {args.new_tokens} new tokens, greedy, {repeats} rounds, "
         f"Aksis linear layers: {head}\n"
-        f"bandwidth (same run): copy {bw.copy_gbs:.1f} GB/s, triad {bw.triad_gbs:.1f} GB/s; bound uses "
-        f"{bw.best_gbs:.1f} GB/s\n"
+        f"bandwidth before the rounds: copy {bw.copy_gbs:.1f} GB/s, triad {bw.triad_gbs:.1f} GB/s\n"
     )
     batches = [int(b) for b in args.batches.split(",")]
     if 1 in batches:

@@ -3,7 +3,21 @@ with `_compile_all_devices`) gives the eager greedy tokens. The contract's `comp
 `forward` by hand; this one goes through `generate()`'s compile path, the one `bench/generate_throughput.py` times."""
 
 import torch
-from transformers import CompileConfig
+from transformers import CompileConfig, StoppingCriteria
+
+from lmforge.models.aksis.modeling_aksis import AksisLinear
+
+
+class CopiesSeen(StoppingCriteria):
+    """At every step: which `AksisLinear` layers hold an (in, out) weight copy; never stops generation."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.linears = {name: m for name, m in model.named_modules() if isinstance(m, AksisLinear)}
+        self.seen: set[str] = set()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
+        self.seen |= {name for name, m in self.linears.items() if m._transposed is not None}
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
 
 
 def test_compiled_static_cache_generate_equals_eager(tiny_aksis):
@@ -12,14 +26,18 @@ def test_compiled_static_cache_generate_equals_eager(tiny_aksis):
     config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
     config._compile_all_devices = True
     torch._dynamo.reset()
+    eager_copies, compiled_copies = CopiesSeen(tiny_aksis), CopiesSeen(tiny_aksis)
     try:
         with torch.no_grad():
-            eager = tiny_aksis.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+            eager = tiny_aksis.generate(
+                ids, attention_mask=torch.ones_like(ids), stopping_criteria=[eager_copies], **kwargs
+            )
             compiled = tiny_aksis.generate(
                 ids,
                 attention_mask=torch.ones_like(ids),
                 cache_implementation="static",
                 compile_config=config,
+                stopping_criteria=[compiled_copies],
                 **kwargs,
             )
         assert hasattr(tiny_aksis, "_compiled_call"), "generate() did not take its compiled path"
@@ -29,3 +47,7 @@ def test_compiled_static_cache_generate_equals_eager(tiny_aksis):
                 delattr(tiny_aksis, name)
         torch._dynamo.reset()
     assert torch.equal(compiled, eager), (compiled.tolist(), eager.tolist())
+    # Eager decoding multiplies one row by (in, out) copies of the weights; the compiled step reduces over the weights
+    # themselves, so no layer but the output head (whose copy the eager prefill's last row makes) holds a copy.
+    assert eager_copies.seen == set(eager_copies.linears)
+    assert compiled_copies.seen <= {"lm_head"}

@@ -53,41 +53,57 @@ def accepts_past_key_values(forward: ForwardFn) -> ForwardFn:
 
 # Copied from lmforge.models.aksis.modeling_aksis.AksisLinear with Aksis->CharTransformer
 class CharTransformerLinear(nn.Linear):
-    """`nn.Linear`, with a faster path for decoding one token at a time on the CPU.
+    """`nn.Linear`, with faster paths for decoding one token at a time on the CPU.
 
-    While `generate()` runs (it calls `start_decoding`), an input of at most `max_transposed_rows` rows is multiplied
-    by an (in, out) copy of the (out, in) weight: the matrix-vector product streams that layout from memory faster (it
-    is the layout of GPT-2's `Conv1D`; `bench/profile_step.py` shows the difference). The copy is made when
-    `generate()` starts, outside any compiled step, so transformers' compiled decoding step (static cache +
-    `torch.compile`) reads it too; it is dropped when `generate()` returns, so it costs memory only during generation
-    and never outlives a change of the weight; it is not a parameter and is never saved. Everything else (training,
-    gradients, wider inputs, any call outside `generate()`) takes the plain `nn.Linear` path.
+    torch's CPU matrix-vector product reads an (out, in) weight slowly, and on one core. So while `generate()` runs (it
+    calls `start_decoding`), an input of at most `max_transposed_rows` rows takes a decoding path:
+    - in eager decoding, it is multiplied by an (in, out) copy of the weight, made at its first use: the layout of
+      GPT-2's `Conv1D`, which that product streams faster (`bench/profile_step.py`);
+    - inside a compiled graph (transformers' compiled decoding step: static cache + `torch.compile`), one row is a
+      multiply-and-sum over the (out, in) weight itself, which Inductor fuses into one vectorized reduction that
+      streams the weight on every core: about 2x `torch.mm` over the reference size's weights, with no copy.
+    The copy is dropped when `generate()` returns, so it costs memory only during eager generation and never outlives
+    a change of the weight; it is not a parameter and is never saved. Everything else (training, gradients, wider
+    inputs, any call outside `generate()`) takes the plain `nn.Linear` path.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, max_transposed_rows: int = 1) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.max_transposed_rows = max_transposed_rows
+        self._decoding = False  # `generate()` is running
         self._transposed: torch.Tensor | None = None  # the (in, out) copy, while `generate()` runs
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        transposed = self._transposed
         if (
-            transposed is None
+            not self._decoding
             or hidden_states.device.type != "cpu"
             or hidden_states.numel() > self.max_transposed_rows * self.in_features
             or torch.is_grad_enabled()
         ):
             return super().forward(hidden_states)
         rows = hidden_states.reshape(-1, self.in_features)  # (B, T, in) -> (B*T, in)
-        out = rows @ transposed if self.bias is None else torch.addmm(self.bias, rows, transposed)
+        if torch.compiler.is_compiling():
+            if rows.shape[0] != 1:
+                return super().forward(hidden_states)
+            # Inductor would otherwise fuse the op that made `rows` (a LayerNorm, a GELU) into the reduction and
+            # recompute it for every weight element; a view of it by strides makes Inductor store it once first
+            rows = torch.as_strided(rows, rows.shape, rows.stride())
+            out = (rows * self.weight).sum(-1)  # (1, in) * (out, in) -> (out,), one fused reduction
+            if self.bias is not None:
+                out = out + self.bias
+        else:
+            if self._transposed is None:
+                self._transposed = self.weight.detach().t().contiguous()  # (out, in) -> (in, out)
+            transposed = self._transposed
+            out = rows @ transposed if self.bias is None else torch.addmm(self.bias, rows, transposed)
         return out.view(*hidden_states.shape[:-1], self.out_features)  # (B, T, out)
 
     def start_decoding(self) -> None:
-        """The decoding path on: the (in, out) copy of a CPU weight, made now."""
-        if self.weight.device.type == "cpu":
-            self._transposed = self.weight.detach().t().contiguous()  # (out, in) -> (in, out)
+        """The decoding paths on, until `end_decoding`."""
+        self._decoding = True
 
     def end_decoding(self) -> None:
+        self._decoding = False
         self._transposed = None
 
 
