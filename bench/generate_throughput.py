@@ -7,7 +7,7 @@ Batch 1 runs these variants, all the same size, interleaved in each round (order
   (`compile_config`, which on the CPU needs `_compile_all_devices`), fp32;
 - Aksis static + compile, SDPA in the step: the same, with the new query's attention left to SDPA (transformers'
   `sdpa_attention_forward`, registered under another name with `AttentionInterface`, so that Aksis does not replace it
-  with its `one_query_attention`);
+  with its plain attention);
 - Aksis bf16 static + compile: the same with bf16 weights (against its own bound);
 - GPT-2 eager (`DynamicCache`) and GPT-2 static + compile, fp32: "GPT-2 best" is the faster of the two;
 - Aksis fp32 matrix-vector products alone (`matvec_steps`), the products with the model's linear and head weights at

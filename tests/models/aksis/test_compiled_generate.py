@@ -25,14 +25,14 @@ class CopiesSeen(StoppingCriteria):
 
 
 def test_compiled_static_cache_generate_equals_eager(tiny_aksis, monkeypatch):
-    one_query = []  # the compiled step's attention: traced through `one_query_attention`, not SDPA
-    original = modeling.one_query_attention
+    one_query = []  # the compiled step's attention: traced through `eager_attention_forward`, not SDPA
+    original = modeling.eager_attention_forward
 
     def spy(*args, **kwargs):
         one_query.append(args[1].shape)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(modeling, "one_query_attention", spy)
+    monkeypatch.setattr(modeling, "eager_attention_forward", spy)
     ids = torch.randint(4, tiny_aksis.config.vocab_size, (1, 5), generator=torch.Generator().manual_seed(0))
     kwargs = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
     config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
@@ -67,7 +67,7 @@ def test_compiled_static_cache_generate_equals_eager(tiny_aksis, monkeypatch):
 
 
 @pytest.mark.parametrize("mask_kind", ["bool", "additive", "none"])
-def test_one_query_attention_is_sdpa_with_its_mask(mask_kind):
+def test_eager_attention_of_one_query_is_sdpa_with_either_mask(mask_kind):
     generator = torch.Generator().manual_seed(0)
     query = torch.randn(2, 4, 1, 8, generator=generator)  # (B, nh, 1, hs)
     key, value = (torch.randn(2, 4, 7, 8, generator=generator) for _ in range(2))  # (B, nh, S, hs)
@@ -79,7 +79,7 @@ def test_one_query_attention_is_sdpa_with_its_mask(mask_kind):
         "additive": torch.zeros(attend.shape).masked_fill(~attend, torch.finfo(torch.float32).min),
         "none": None,
     }[mask_kind]
-    out, weights = modeling.one_query_attention(nn.Module().eval(), query, key, value, mask, scaling=8**-0.5)
+    out, weights = modeling.eager_attention_forward(nn.Module().eval(), query, key, value, mask, scaling=8**-0.5)
     expected = F.scaled_dot_product_attention(query, key, value, attn_mask=mask).transpose(1, 2)  # (B, 1, nh, hs)
     torch.testing.assert_close(out, expected)
     assert weights.shape == (2, 4, 1, 7)

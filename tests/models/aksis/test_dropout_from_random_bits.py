@@ -10,6 +10,20 @@ from lmforge.models import AksisConfig, AksisForCausalLM
 dropout = modeling.dropout_from_random_bits
 
 
+def tiny_config(dropout: float) -> AksisConfig:
+    """Two layers of 32, `dropout` on the residuals, the embeddings and the attention probabilities."""
+    return AksisConfig(
+        vocab_size=64,
+        max_position_embeddings=32,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        hidden_dropout=dropout,
+        attention_dropout=dropout,
+    )
+
+
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 def test_it_drops_a_fraction_p_and_scales_the_rest_by_one_over_one_minus_p(p):
     torch.manual_seed(0)
@@ -58,17 +72,7 @@ def test_eval_p_zero_and_p_one_behave_as_nn_functional_dropout():
 
 
 def test_the_model_uses_it_for_every_dropout_and_eval_switches_it_off():
-    config = AksisConfig(
-        vocab_size=64,
-        max_position_embeddings=32,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        hidden_dropout=0.2,
-        attention_dropout=0.2,
-    )
-    model = AksisForCausalLM(config)
+    model = AksisForCausalLM(tiny_config(dropout=0.2))
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     assert len(dropouts) == 3 and all(isinstance(m, modeling.AksisDropout) and m.p == 0.2 for m in dropouts)
     ids = torch.randint(4, 64, (2, 32), generator=torch.Generator().manual_seed(0))
@@ -88,16 +92,7 @@ def test_the_model_uses_it_for_every_dropout_and_eval_switches_it_off():
 
 
 def test_gradient_checkpointing_replays_the_same_masks():
-    config = AksisConfig(
-        vocab_size=64,
-        max_position_embeddings=32,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        hidden_dropout=0.3,
-        attention_dropout=0.3,
-    )
+    config = tiny_config(dropout=0.3)
     ids = torch.randint(4, 64, (2, 32), generator=torch.Generator().manual_seed(0))
     grads = []
     for checkpointing in (False, True):

@@ -153,10 +153,14 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs: object,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain softmax attention; `attention_mask` is the additive 4D mask built by `create_causal_mask`."""
+    """Plain softmax attention. `attention_mask` is the 4D mask `create_causal_mask` builds: additive for eager
+    attention, or boolean (True: attend) for SDPA, whose mask a compiled decoding step brings here."""
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, nh, T, S)
     if attention_mask is not None:
-        attn_weights = attn_weights + attention_mask[:, :, :, : key.shape[-2]]
+        mask = attention_mask[:, :, :, : key.shape[-2]]
+        attn_weights = (
+            attn_weights.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else attn_weights + mask
+        )
     attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
     attn_weights = dropout_from_random_bits(attn_weights, dropout, module.training)
     attn_output = torch.matmul(attn_weights, value)  # (B, nh, T, hs)
@@ -197,34 +201,6 @@ def causal_attention_in_blocks(
         probs = dropout_from_random_bits(probs, dropout, module.training)
         blocks.append(torch.matmul(probs, value[:, :, :end]).transpose(1, 2))  # (B, rows, nh, hs)
     return torch.cat(blocks, dim=1), None  # (B, T, nh, hs)
-
-
-def one_query_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs: object,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The attention of one new query over the cache, written out, for a compiled decoding step on the CPU.
-
-    There SDPA is one opaque kernel call per layer, with a fixed cost of its own at one query, that splits the graph;
-    written out, the scores, softmax and sum are plain operations that Inductor fuses with the kernels around them (at
-    the reference size, 1.4x the tokens/s of the same compiled step with SDPA: `bench/RESULTS.md`). `attention_mask`
-    is the one SDPA takes: boolean (True: attend) or additive, (B, 1, 1, S) or broadcastable.
-    """
-    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, nh, 1, S)
-    if attention_mask is not None:
-        mask = attention_mask[:, :, :, : key.shape[-2]]
-        attn_weights = (
-            attn_weights.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else attn_weights + mask
-        )
-    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    attn_output = torch.matmul(attn_weights, value)  # (B, nh, 1, hs)
-    return attn_output.transpose(1, 2).contiguous(), attn_weights  # (B, 1, nh, hs)
 
 
 class AksisAttention(nn.Module):
@@ -277,7 +253,9 @@ class AksisAttention(nn.Module):
             and query_states.device.type == "cpu"
             and torch.compiler.is_compiling()
         ):
-            attention_interface = one_query_attention  # a compiled decoding step: Inductor fuses it, not SDPA
+            # a compiled decoding step on the CPU: SDPA would be one opaque kernel per layer that splits the graph;
+            # the plain attention of the one new query is fused by Inductor with the kernels around it
+            attention_interface = eager_attention_forward
         attn_output, attn_weights = attention_interface(
             self,
             query_states,
