@@ -5,9 +5,6 @@ Batch 1 runs these variants, all the same size, interleaved in each round (order
 - Aksis eager: its `AksisCache` (dynamic), fp32;
 - Aksis static + compile: `cache_implementation="static"` with transformers' own compiled decoding step
   (`compile_config`, which on the CPU needs `_compile_all_devices`), fp32;
-- Aksis static + compile, SDPA in the step: the same, with the new query's attention left to SDPA (transformers'
-  `sdpa_attention_forward`, registered under another name with `AttentionInterface`, so that Aksis does not replace it
-  with its plain attention);
 - Aksis bf16 static + compile: the same with bf16 weights (against its own bound);
 - GPT-2 eager (`DynamicCache`) and GPT-2 static + compile, fp32: "GPT-2 best" is the faster of the two;
 - Aksis fp32 matrix-vector products alone (`matvec_steps`), the products with the model's linear and head weights at
@@ -36,9 +33,7 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AttentionInterface, CompileConfig
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers import CompileConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (
@@ -58,16 +53,6 @@ from common import (
 MATVEC = "Aksis fp32 matrix-vector products alone, eager (torch.mm)"
 MATVEC_COMPILED = "Aksis fp32 matrix-vector products alone, compiled (reductions)"
 BANDWIDTH = "bandwidth"
-SDPA_IN_STEP = "sdpa_in_compiled_step"  # transformers' SDPA, under a name Aksis's attention does not replace
-
-
-def with_sdpa_in_the_step(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `model` whose compiled decoding step calls SDPA for the new query's attention."""
-    AttentionInterface.register(SDPA_IN_STEP, sdpa_attention_forward)
-    AttentionMaskInterface.register(SDPA_IN_STEP, sdpa_mask)
-    other = copy.deepcopy(model)
-    other.set_attn_implementation(SDPA_IN_STEP)
-    return other
 
 
 def compile_config() -> CompileConfig:
@@ -109,22 +94,17 @@ def make_generate(
 def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
     """The batch-1 table and ratios; `bandwidth` (bytes/s) is the first of the per-round bandwidth measurements."""
     aksis_bf16 = copy.deepcopy(aksis).to(torch.bfloat16)
-    aksis_sdpa = with_sdpa_in_the_step(aksis)
     p, n = args.prompt_len, args.new_tokens
     variants = {
         "Aksis eager (AksisCache)": (aksis, make_generate(aksis, 1, p, n, True)),
         "Aksis static + compile": (aksis, make_generate(aksis, 1, p, n, True, compiled=True)),
-        "Aksis static + compile, SDPA in the step": (
-            aksis_sdpa,
-            make_generate(aksis_sdpa, 1, p, n, True, compiled=True),
-        ),
         "Aksis bf16 static + compile": (aksis_bf16, make_generate(aksis_bf16, 1, p, n, True, compiled=True)),
         "GPT-2 eager (DynamicCache)": (gpt2, make_generate(gpt2, 1, p, n, True)),
         "GPT-2 static + compile": (gpt2, make_generate(gpt2, 1, p, n, True, compiled=True)),
     }
     # warm-up (and compilation); the compiled path must give the eager greedy tokens
     outs = {name: fn() for name, (_, fn) in variants.items()}
-    for name in ("Aksis static + compile", "Aksis static + compile, SDPA in the step", "GPT-2 static + compile"):
+    for name in ("Aksis static + compile", "GPT-2 static + compile"):
         eager = outs[
             name.split()[0] + (" eager (AksisCache)" if name.startswith("Aksis") else " eager (DynamicCache)")
         ]
@@ -184,11 +164,6 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
             times["Aksis static + compile"],
         ),
         ("Aksis eager / GPT-2 eager", times["GPT-2 eager (DynamicCache)"], times["Aksis eager (AksisCache)"]),
-        (
-            "Aksis static + compile / the same with SDPA in the step",
-            times["Aksis static + compile, SDPA in the step"],
-            times["Aksis static + compile"],
-        ),
         (
             "Aksis bf16 / fp32 (static + compile)",
             times["Aksis static + compile"],

@@ -153,14 +153,10 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs: object,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain softmax attention. `attention_mask` is the 4D mask `create_causal_mask` builds: additive for eager
-    attention, or boolean (True: attend) for SDPA, whose mask a compiled decoding step brings here."""
+    """Plain softmax attention; `attention_mask` is the additive 4D mask built by `create_causal_mask`."""
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, nh, T, S)
     if attention_mask is not None:
-        mask = attention_mask[:, :, :, : key.shape[-2]]
-        attn_weights = (
-            attn_weights.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else attn_weights + mask
-        )
+        attn_weights = attn_weights + attention_mask[:, :, :, : key.shape[-2]]
     attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
     attn_weights = dropout_from_random_bits(attn_weights, dropout, module.training)
     attn_output = torch.matmul(attn_weights, value)  # (B, nh, T, hs)
@@ -246,16 +242,6 @@ class AksisAttention(nn.Module):
         ):
             # SDPA would take its math path (no fused CPU kernel with dropout): skip the blocks above the diagonal
             attention_interface = causal_attention_in_blocks
-        elif (
-            seq_len == 1
-            and not self.training
-            and self.config._attn_implementation == "sdpa"
-            and query_states.device.type == "cpu"
-            and torch.compiler.is_compiling()
-        ):
-            # a compiled decoding step on the CPU: SDPA would be one opaque kernel per layer that splits the graph;
-            # the plain attention of the one new query is fused by Inductor with the kernels around it
-            attention_interface = eager_attention_forward
         attn_output, attn_weights = attention_interface(
             self,
             query_states,
