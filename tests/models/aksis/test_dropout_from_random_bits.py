@@ -7,21 +7,14 @@ from torch import nn
 import lmforge.models.aksis.modeling_aksis as modeling
 from lmforge.models import AksisConfig, AksisForCausalLM
 
+from ...conftest import TINY_AKSIS
+
 dropout = modeling.dropout_from_random_bits
 
 
 def tiny_config(dropout: float) -> AksisConfig:
-    """Two layers of 32, `dropout` on the residuals, the embeddings and the attention probabilities."""
-    return AksisConfig(
-        vocab_size=64,
-        max_position_embeddings=32,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        hidden_dropout=dropout,
-        attention_dropout=dropout,
-    )
+    """The tests' tiny Aksis, with `dropout` on the residuals, the embeddings and the attention probabilities."""
+    return AksisConfig(vocab_size=64, **TINY_AKSIS, hidden_dropout=dropout, attention_dropout=dropout)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
