@@ -92,33 +92,31 @@ def make_step(
     return step
 
 
+def torch_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """`nn.functional.dropout` with the signature of Aksis's `dropout_from_random_bits`."""
+    return torch.nn.functional.dropout(hidden_states, p=p, training=training)
+
+
 def nn_functional_dropout(enabled: bool) -> contextlib.AbstractContextManager:
     """With `enabled`, Aksis's dropouts call `nn.functional.dropout` instead of its own `dropout_from_random_bits`."""
     if not enabled:
         return contextlib.nullcontext()
-    return mock.patch.object(
-        aksis_modeling,
-        "dropout_from_random_bits",
-        lambda hidden_states, p, training: torch.nn.functional.dropout(hidden_states, p=p, training=training),
-    )
+    return mock.patch.object(aksis_modeling, "dropout_from_random_bits", torch_dropout)
 
 
-def dropout_alone(size, batch: int, seq: int, repeats: int) -> None:
+def dropout_alone(size, batch: int, seq: int) -> None:
     """The two dropouts, forward + backward, on one layer's attention probabilities (blocks of 128 queries)."""
     probs = torch.rand(batch, size.num_heads, 128, seq, requires_grad=True)  # (B, nh, block, T)
     p = size.dropout
 
-    def run(dropout) -> None:
-        dropout(probs, p, True).sum().backward()
-        probs.grad = None
+    def five_calls(dropout) -> None:
+        for _ in range(5):
+            dropout(probs, p, True).sum().backward()
+            probs.grad = None
 
-    def torch_dropout() -> None:
-        run(lambda x, p, training: torch.nn.functional.dropout(x, p=p, training=training))
-
-    def own_dropout() -> None:
-        run(aksis_modeling.dropout_from_random_bits)
-
-    own_t, torch_t = paired(lambda: [own_dropout() for _ in range(5)], lambda: [torch_dropout() for _ in range(5)], 8)
+    own_t, torch_t = paired(
+        lambda: five_calls(aksis_modeling.dropout_from_random_bits), lambda: five_calls(torch_dropout), 8
+    )
     print(f"dropout p={p} alone, forward + backward, {tuple(probs.shape)}, 5 calls a round, 8 paired rounds:\n")
     print("| dropout | ms per call |\n| --- | ---: |")
     for label, times in (("nn.functional.dropout", torch_t), ("dropout_from_random_bits", own_t)):
@@ -199,7 +197,7 @@ def main() -> None:
             ),
         }[args.only]
         if args.only == "dropout":
-            dropout_alone(size, args.batch, seq, repeats)
+            dropout_alone(size, args.batch, seq)
         aksis_step_against(size, args.batch, seq, steps, repeats, args.optim, *pair)
         return
     print(f"size: {size}, batch {args.batch} x seq {seq}, {steps} steps per round, {repeats} rounds")
