@@ -12,7 +12,13 @@ Batch 1 runs these variants, all the same size, interleaved in each round (order
   compiled, the multiply-and-sum reductions Aksis's compiled step runs. They read what a step's weights cost and show
   the ceiling each kind of kernel leaves on this machine below the bandwidth bound (their bound counts the weights
   only);
-- Aksis uncached (fewer rounds, paired with Aksis eager).
+- Aksis uncached (fewer rounds, paired with Aksis eager);
+- where the compiled step's time goes: Aksis static + compile again, with a timer around its compiled forward, split
+  into the forward (Dynamo's guard check and the compiled graph) and the rest of `generate()`'s loop; beside it the
+  products alone, and the fraction of the bound the step would reach if its forward took only its products;
+- both models' static + compile again under `torch.compiler.set_stance(skip_guard_eval_unsafe=True)`, which skips
+  Dynamo's guard check once a graph is compiled. PyTorch calls it unsafe (a changed model or input would not be
+  noticed), so it is not either model's "best"; it shows what the guard check costs. Its tokens must equal eager's.
 
 Bound: the memory bandwidth measured in the same run (`measure_bandwidth`, the better of copy and triad, measured once
 per round between the variants; the median of the rounds) divided by
@@ -30,6 +36,8 @@ import argparse
 import copy
 import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -48,11 +56,13 @@ from common import (
     median_ratio,
     paired,
     rounds,
+    timed,
 )
 
 MATVEC = "Aksis fp32 matrix-vector products alone, eager (torch.mm)"
 MATVEC_COMPILED = "Aksis fp32 matrix-vector products alone, compiled (reductions)"
 BANDWIDTH = "bandwidth"
+NO_GUARDS = " static + compile, guard check skipped (unsafe)"
 
 
 def compile_config() -> CompileConfig:
@@ -91,6 +101,42 @@ def make_generate(
     return run
 
 
+def guard_check_skipped(run: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """`run` (a compiled `generate()`, compiled already) with Dynamo's guard check skipped: only the guards that tell
+    apart the graphs compiled for one function still run (`torch.compiler.set_stance`)."""
+
+    def skipped() -> torch.Tensor:
+        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+            return run()
+
+    return skipped
+
+
+def step_split(model: torch.nn.Module, run: Callable[[], torch.Tensor], repeats: int) -> dict[str, float]:
+    """Seconds per run of `run` (a compiled `generate()`, compiled already): `total`, and `forward`, the part spent
+    inside the model's compiled call (transformers' `get_compiled_call`; the Dynamo guard check and the graph), for
+    each of `repeats` runs. The rest is `generate()`'s own loop and the eager prefill."""
+    compiled_call = model._compiled_call
+    spent: list[float] = []
+
+    def timed_call(*args: object, **kwargs: object) -> object:
+        start = time.perf_counter()
+        out = compiled_call(*args, **kwargs)
+        spent.append(time.perf_counter() - start)
+        return out
+
+    model._compiled_call = timed_call
+    totals, forwards = [], []
+    try:
+        for _ in range(repeats):
+            spent.clear()
+            totals.append(timed(run))
+            forwards.append(sum(spent))
+    finally:
+        model._compiled_call = compiled_call
+    return {"total": statistics.median(totals), "forward": statistics.median(forwards)}
+
+
 def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
     """The batch-1 table and ratios; `bandwidth` (bytes/s) is the first of the per-round bandwidth measurements."""
     aksis_bf16 = copy.deepcopy(aksis).to(torch.bfloat16)
@@ -104,11 +150,12 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
     }
     # warm-up (and compilation); the compiled path must give the eager greedy tokens
     outs = {name: fn() for name, (_, fn) in variants.items()}
-    for name in ("Aksis static + compile", "GPT-2 static + compile"):
-        eager = outs[
-            name.split()[0] + (" eager (AksisCache)" if name.startswith("Aksis") else " eager (DynamicCache)")
-        ]
-        assert torch.equal(outs[name], eager), f"{name}: greedy tokens differ from eager"
+    for model_name, eager_name in (("Aksis", "Aksis eager (AksisCache)"), ("GPT-2", "GPT-2 eager (DynamicCache)")):
+        model, compiled = variants[f"{model_name} static + compile"]
+        variants[model_name + NO_GUARDS] = (model, guard_check_skipped(compiled))
+        outs[model_name + NO_GUARDS] = variants[model_name + NO_GUARDS][1]()
+        for name in (f"{model_name} static + compile", model_name + NO_GUARDS):
+            assert torch.equal(outs[name], outs[eager_name]), f"{name}: greedy tokens differ from eager"
     bf16_eager = make_generate(aksis_bf16, 1, p, n, True)()
     bf16_same = (bf16_eager == outs["Aksis bf16 static + compile"])[0, p:].float().mean().item()
     # the kernels' ceilings: the same weight reads with nothing around them
@@ -129,6 +176,7 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
     )
     uncached = make_generate(aksis, 1, p, n, False)
     e_t, u_t = paired(variants["Aksis eager (AksisCache)"][1], uncached, max(2, repeats // 2))
+    split = step_split(aksis, variants["Aksis static + compile"][1], repeats)
 
     print(
         f"fp32 compiled greedy tokens == eager: yes (asserted); bf16 compiled == bf16 eager: {bf16_same:.0%} of tokens\n"
@@ -151,6 +199,8 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
     bound = bandwidth / b["per_token"]
     print(f"| Aksis uncached | {b['weights'] / 1e6:.1f} | 0 | {rate:,.1f} | {bound:,.0f} | {rate / bound:.0%} |")
 
+    step_table(times, split, n, bandwidth / decode_bytes_per_token(aksis, 1, p, n)["per_token"])
+
     g_best = min(("GPT-2 eager (DynamicCache)", "GPT-2 static + compile"), key=lambda k: statistics.median(times[k]))
     a_best = min(("Aksis eager (AksisCache)", "Aksis static + compile"), key=lambda k: statistics.median(times[k]))
     print("\n| ratio (median of paired rounds) | value |")
@@ -172,10 +222,58 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
         ("Aksis static + compile / its products alone", times[MATVEC_COMPILED], times["Aksis static + compile"]),
         ("Aksis eager / its products alone", times[MATVEC], times["Aksis eager (AksisCache)"]),
         ("compiled products / eager products", times[MATVEC], times[MATVEC_COMPILED]),
+        (
+            "Aksis guard check skipped / Aksis static + compile",
+            times["Aksis static + compile"],
+            times["Aksis" + NO_GUARDS],
+        ),
+        (
+            "GPT-2 guard check skipped / GPT-2 static + compile",
+            times["GPT-2 static + compile"],
+            times["GPT-2" + NO_GUARDS],
+        ),
+        ("Aksis / GPT-2, both with the guard check skipped", times["GPT-2" + NO_GUARDS], times["Aksis" + NO_GUARDS]),
     ]
     for label, base, cand in ratios:
         print(f"| {label} | {median_ratio(base, cand):.2f}x |")
     print(f"| Aksis eager / uncached | {median_ratio(u_t, e_t):.2f}x |")
+
+
+def step_table(times: dict[str, list[float]], split: dict[str, float], n: int, bound: float) -> None:
+    """Where Aksis's compiled decoding step spends a token's time, per token in ms; `bound` in tokens/s."""
+    total, forward = split["total"] / n * 1e3, split["forward"] / n * 1e3
+    products = statistics.median(times[MATVEC_COMPILED]) / n * 1e3
+    # the guard check: median over the paired rounds of (compiled step - the same with the guard check skipped)
+    guards = (
+        statistics.median(
+            a - b for a, b in zip(times["Aksis static + compile"], times["Aksis" + NO_GUARDS], strict=True)
+        )
+        / n
+    )
+    budget = 1e3 / bound
+    print(
+        f"\nWhere Aksis's compiled step spends a token ({len(times[MATVEC])} rounds; the bound allows {budget:.2f} ms):\n"
+    )
+    print("| per token | ms | share of the step |")
+    print("| --- | ---: | ---: |")
+    rows = [
+        ("whole step (`generate()`, timed with its forward)", total),
+        ("compiled forward (Dynamo's guard check + the graph)", forward),
+        ("- of which its products alone (the compiled products row)", products),
+        ("- of which the guard check (static + compile minus guard check skipped, paired)", guards * 1e3),
+        (
+            "- of which the rest of the graph (attention, norms, cache writes, calls)",
+            forward - products - guards * 1e3,
+        ),
+        ("`generate()`'s own loop (outside the forward)", total - forward),
+    ]
+    for label, ms in rows:
+        print(f"| {label} | {ms:.2f} | {ms / total:.0%} |")
+    ceiling = budget / (products + total - forward)
+    print(
+        f"\nIf the forward took only its products (and `generate()`'s loop stayed), the step would reach {ceiling:.0%} "
+        "of the bound."
+    )
 
 
 def main() -> None:

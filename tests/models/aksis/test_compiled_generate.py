@@ -40,13 +40,27 @@ def test_compiled_static_cache_generate_equals_eager(tiny_aksis):
                 stopping_criteria=[compiled_copies],
                 **kwargs,
             )
-        assert hasattr(tiny_aksis, "_compiled_call"), "generate() did not take its compiled path"
+            assert hasattr(tiny_aksis, "_compiled_call"), "generate() did not take its compiled path"
+            # the README's guard-check skip, for a repeated call once the graph exists: the same tokens
+            calls = []
+            compiled_call = tiny_aksis._compiled_call
+            tiny_aksis._compiled_call = lambda *a, **k: calls.append(1) or compiled_call(*a, **k)
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                unguarded = tiny_aksis.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    cache_implementation="static",
+                    compile_config=config,
+                    **kwargs,
+                )
     finally:  # the model is shared by the session: leave it without the compiled call
         for name in ("_compiled_call", "_last_compile_config"):
             if hasattr(tiny_aksis, name):
                 delattr(tiny_aksis, name)
         torch._dynamo.reset()
     assert torch.equal(compiled, eager), (compiled.tolist(), eager.tolist())
+    assert len(calls) == kwargs["max_new_tokens"] - 1, "the repeated call did not decode through the compiled step"
+    assert torch.equal(unguarded, eager), (unguarded.tolist(), eager.tolist())
     # Eager decoding multiplies one row by (in, out) copies of the weights; the compiled step reduces over the weights
     # themselves, so no layer but the output head (whose copy the eager prefill's last row makes) holds a copy.
     assert eager_copies.seen == set(eager_copies.linears)
