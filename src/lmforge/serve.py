@@ -65,6 +65,7 @@ class ServeSettings:
     max_concurrency: int = 16
     max_queue: int = 16
     batch_wait: float = 0.005
+    compile_decoding: bool = False
 
 
 class RequestError(Exception):
@@ -483,7 +484,7 @@ def create_server(
         raise LmforgeError(f"max-queue must be 0 or more, got {settings.max_queue}")
     sock = bind(host, port)
     try:
-        generator = TextGenerator.from_pretrained(model_path)
+        generator = TextGenerator.from_pretrained(model_path, compile_decoding=settings.compile_decoding)
     except BaseException:
         sock.close()
         raise

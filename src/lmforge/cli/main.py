@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import LmforgeError
 from .research import RECIPE_COMMANDS, add_research_commands
-from .share import add_share_commands
+from .share import COMPILE_DECODING_HELP, add_share_commands
 
 if TYPE_CHECKING:
     from ..inference import GenerationSettings
@@ -93,6 +93,11 @@ def _add_generation_options(parser: argparse.ArgumentParser, seed_text: bool = F
     parser.add_argument("--top-p", type=float, default=None, help="Nucleus sampling threshold (0-1).")
     parser.add_argument("--num-beams", type=int, default=None, help="Beam search with this many beams.")
     parser.add_argument("--repetition-penalty", type=float, default=None, help="Penalty on repeated tokens (>1).")
+    parser.add_argument(
+        "--compile-decoding",
+        action="store_true",
+        help=COMPILE_DECODING_HELP,
+    )
 
 
 def generation_settings(args: argparse.Namespace) -> "GenerationSettings":
@@ -170,7 +175,7 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.alpha is not None and args.interpolate_with is None:
         raise LmforgeError("--alpha is the weight of --interpolate-with TEXT_B; give both")
-    generator = TextGenerator.from_pretrained(args.model_path)
+    generator = TextGenerator.from_pretrained(args.model_path, compile_decoding=args.compile_decoding)
     settings = generation_settings(args)
     if args.interpolate_with is not None:
         alpha = 0.5 if args.alpha is None else args.alpha
@@ -185,7 +190,7 @@ def cmd_chat(args: argparse.Namespace, extra: list[str]) -> int:
     from ..inference import TextGenerator
     from .chat import run_chat
 
-    generator = TextGenerator.from_pretrained(args.model_path)
+    generator = TextGenerator.from_pretrained(args.model_path, compile_decoding=args.compile_decoding)
     return run_chat(generator, generation_settings(args), system=args.system)
 
 

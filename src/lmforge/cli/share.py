@@ -12,6 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# `--compile-decoding` of `lmforge generate`, `chat` and `serve`
+COMPILE_DECODING_HELP = (
+    "Decode through transformers' compiled decoding step (static cache + torch.compile): the first generation of "
+    "each batch size compiles, later ones decode about 2x faster on a CPU. Aksis and CharTransformer."
+)
+
 
 def cmd_push(args: argparse.Namespace, extra: list[str]) -> int:
     from ..hub.push import default_staging_dir, push
@@ -46,6 +52,7 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
+        compile_decoding=args.compile_decoding,
     )
     server = create_server(args.model_path, host=args.host, port=args.port, settings=settings, model_id=args.model_id)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
@@ -115,6 +122,7 @@ def add_share_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
     )
     p.add_argument("--max-queue", type=int, default=16, help="Requests waiting beyond those; then 503 (default 16).")
     p.add_argument("--max-body-bytes", type=positive_int, default=65536, help="Largest request body (default 64 KiB).")
+    p.add_argument("--compile-decoding", action="store_true", help=COMPILE_DECODING_HELP)
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("demo", help="A web page (Gradio) to try a saved model: prompt, sampling, streamed output.")
@@ -135,4 +143,4 @@ def add_share_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
     p.set_defaults(handler=cmd_demo)
 
 
-__all__ = ["add_share_commands", "cmd_demo", "cmd_push", "cmd_serve"]
+__all__ = ["COMPILE_DECODING_HELP", "add_share_commands", "cmd_demo", "cmd_push", "cmd_serve"]
