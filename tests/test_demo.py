@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from lmforge.models import SPECS
 
@@ -65,6 +66,22 @@ def test_lmforge_demo_passes_the_feedback_file_and_the_compared_model(tmp_path, 
     assert main(["demo", "--model-path", "a"]) == 0
     assert (calls[0]["feedback_file"], calls[0]["compare_model"]) == (str(feedback), "b")
     assert (calls[1]["feedback_file"], calls[1]["compare_model"]) == (lmforge.demo.DEFAULT_FEEDBACK_FILE, None)
+    assert main(["demo", "--model-path", "a", "--compile-decoding"]) == 0
+    assert [call["compile_decoding"] for call in calls] == [False, False, True]
+
+
+@requires_gradio
+def test_demo_with_compile_decoding_writes_the_golden_text(tiny_model_dirs: dict) -> None:
+    from lmforge.demo import build_demo
+
+    torch._dynamo.reset()
+    try:
+        generate = _handler(build_demo(Path(tiny_model_dirs["aksis"]), compile_decoding=True), "generate")
+        for prompt in PROMPTS["aksis"]:
+            shown = list(generate(prompt, *GREEDY.values()))[-1]
+            assert shown == prompt + golden_text("aksis", prompt)
+    finally:
+        torch._dynamo.reset()
 
 
 @requires_gradio

@@ -133,16 +133,18 @@ def build_demo(
     tokenizer: Any = None,
     feedback_file: str | Path = DEFAULT_FEEDBACK_FILE,
     compare_model: str | Path | None = None,
+    compile_decoding: bool = False,
 ) -> Any:
     """The Gradio Blocks of the demo (not launched); the model is loaded from `model_path` unless given. The
-    side-by-side tab appends its judgements to `feedback_file` and compares with `compare_model` when given."""
+    side-by-side tab appends its judgements to `feedback_file` and compares with `compare_model` when given.
+    `compile_decoding`: the models decode through transformers' compiled decoding step (`lmforge.inference`)."""
     gr = import_gradio()
     from .evaluation.preferences import append_judgement
 
     if model is None or tokenizer is None:
-        generator = TextGenerator.from_pretrained(model_path)
+        generator = TextGenerator.from_pretrained(model_path, compile_decoding=compile_decoding)
     else:
-        generator = TextGenerator(model, tokenizer)
+        generator = TextGenerator(model, tokenizer, compile_decoding=compile_decoding)
     spec = generator.spec
     continues = generator.prompt_style == "continue"
     model_limit = generator.max_new_tokens_limit
@@ -165,7 +167,8 @@ def build_demo(
     compare = None
     if compare_model is not None:
         other = Path(str(compare_model)).resolve().name
-        compare = (other if other != name else f"{other} (B)", TextGenerator.from_pretrained(compare_model))
+        compared = TextGenerator.from_pretrained(compare_model, compile_decoding=compile_decoding)
+        compare = (other if other != name else f"{other} (B)", compared)
     systems = side_by_side_systems(name, generator, compare)
     labels = list(systems)
     feedback_path = Path(feedback_file)
@@ -296,13 +299,17 @@ def launch_demo(
     quiet: bool = True,
     feedback_file: str | Path = DEFAULT_FEEDBACK_FILE,
     compare_model: str | Path | None = None,
+    compile_decoding: bool = False,
 ) -> Any:
     """Build and serve the demo (never with a share link); returns the Blocks (useful with `prevent_thread_lock`).
 
-    The side-by-side tab writes its judgements to `feedback_file` and compares with `compare_model` when given.
+    The side-by-side tab writes its judgements to `feedback_file` and compares with `compare_model` when given;
+    `compile_decoding` as in `build_demo`.
     `host`/`port` default to gradio's (127.0.0.1:7860, or GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, as on a Space).
     """
-    demo = build_demo(model_path, feedback_file=feedback_file, compare_model=compare_model)
+    demo = build_demo(
+        model_path, feedback_file=feedback_file, compare_model=compare_model, compile_decoding=compile_decoding
+    )
     demo.queue(default_concurrency_limit=1, max_size=32)
     demo.launch(
         server_name=host,

@@ -32,13 +32,13 @@ The limits come from the spec (`ModelSpec.generation_limits`), so no model type 
 A spec with the "interpolate" mode (LatentReasoner) also decodes from a mix of two texts' latent vectors: its head has
 `get_latent_vector(input_ids, attention_mask=...)` and `generate(idea_vectors=...)`.
 
-`TextGenerator(..., compile_decoding=True)` (`--compile-decoding` of `lmforge generate`, `chat` and `serve`) decodes
-through transformers' compiled decoding step: a static cache sized to the whole context, so that every prompt and
-length of one batch size reuses one compiled graph, and `torch.compile` of the model's step (`compiled_decoding`). The
-first generation of each batch size compiles (seconds to a minute); later ones decode about 2x faster than eager
-decoding at batch 1 on a CPU (`bench/generate_throughput.py`). It needs a decoder whose model can compile its whole
-step with a static cache (transformers' `_can_compile_fullgraph`: Aksis, CharTransformer).
-"""
+`TextGenerator(..., compile_decoding=True)` (`--compile-decoding` of `lmforge generate`, `chat`, `serve` and `demo`)
+decodes through transformers' compiled decoding step: a static cache sized to the whole context, so that every prompt
+and length of one batch size reuses one compiled graph, and `torch.compile` of the model's step
+(`compiled_decoding`). The first generation of each batch size compiles (seconds to a minute); later ones decode
+about 2x faster than eager decoding at batch 1 on a CPU (`bench/compiled_decoding.py`). It needs a decoder whose
+model can compile its whole step with a static cache (transformers' `_can_compile_fullgraph`: Aksis,
+CharTransformer)."""
 
 import dataclasses
 import logging

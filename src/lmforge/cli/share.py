@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# `--compile-decoding` of `lmforge generate`, `chat` and `serve`
+# `--compile-decoding` of `lmforge generate`, `chat`, `serve` and `demo`
 COMPILE_DECODING_HELP = (
     "Decode through transformers' compiled decoding step (static cache + torch.compile): the first generation of "
     "each batch size compiles, later ones decode about 2x faster on a CPU. Aksis and CharTransformer."
@@ -81,6 +81,7 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
         quiet=False,
         feedback_file=args.feedback_file,
         compare_model=args.compare_model,
+        compile_decoding=args.compile_decoding,
     )
     return 0
 
@@ -140,6 +141,7 @@ def add_share_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
         metavar="DIR",
         help="A second saved model for the side-by-side tab (default: two sampling strategies of the same model).",
     )
+    p.add_argument("--compile-decoding", action="store_true", help=COMPILE_DECODING_HELP)
     p.set_defaults(handler=cmd_demo)
 
 
