@@ -7,6 +7,7 @@ the shared data folder), the broken-cache switch and the skip policy of CI.
   allow-list, `ALLOWED_SKIPS` in tests/skip_policy.py (registered here as a plugin).
 """
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -58,6 +59,17 @@ def python_without_lmforge(code: str, cwd: Path, timeout: int = 240) -> subproce
     """Run `code` where `import lmforge` fails, as on a machine without lmforge: in the session's one remote-code
     worker (tests/remote_worker.py), as `python -c code` would run it in `cwd`."""
     return run_script(code, cwd, timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def lmforge_logger_as_it_was():
+    """A training run inside a test sets up the "lmforge" logger once per process: a handler on the stdout of that
+    moment (a test's capture, closed when the test ends), no propagation. Put the logger back after each test, so
+    a later test neither writes its logs into a closed stream nor loses them to that handler."""
+    logger = logging.getLogger("lmforge")
+    state = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = state
 
 
 @pytest.fixture(scope="session")
