@@ -92,6 +92,16 @@ def test_compiled_decoding_writes_the_golden_texts_with_one_graph(
         oracle_text(model_type, folder, text, 8) for text in texts
     ]
     assert steps.graphs == 2
+    # past Dynamo's limit of graphs (8 by default; here the two it has) a new batch size decodes eagerly, not fails
+    texts.append("First")
+    requests = [BatchRequest(generator.encode([text], 8)) for text in texts]
+    try:
+        with torch._dynamo.config.patch(recompile_limit=2):
+            answers = [c.text for c in generator.run_batch(requests, GREEDY)]
+        assert steps.graphs == 2
+    finally:  # the limit, once hit, stops Dynamo compiling that code for good (shared with the other model's step)
+        torch._dynamo.reset()
+    assert answers == [oracle_text(model_type, folder, text, 8) for text in texts]
 
 
 def test_the_server_decodes_through_the_compiled_step(tiny_model_dirs: dict) -> None:
@@ -143,4 +153,4 @@ def test_compiled_decoding_keeps_the_other_settings() -> None:
     generation = compiled_decoding(GenerationConfig(**config.generation_options()), 64)
     assert (generation.max_new_tokens, generation.do_sample, generation.top_k) == (5, True, 3)
     assert (generation.cache_implementation, generation.max_cache_len) == ("static", 64)
-    assert generation.compile_config.fullgraph and generation.compile_config.dynamic is False
+    assert not generation.compile_config.fullgraph and generation.compile_config.dynamic is False
