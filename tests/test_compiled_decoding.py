@@ -26,33 +26,24 @@ GREEDY = GenerationSettings(max_new_tokens=8, do_sample=False)  # the golden tex
 
 class CompiledSteps:
     """Counts the calls of a model's compiled decoding step (transformers' `_compiled_call`, made at the first
-    compiled `generate()`) and the graphs Dynamo compiled meanwhile."""
+    compiled `generate()`; counted once `wrap` is called) and the graphs Dynamo compiled since this was made."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model, self.calls = model, 0
         self.graphs_before = counters["stats"]["unique_graphs"]
 
-    def __enter__(self) -> "CompiledSteps":
-        return self
-
     def wrap(self) -> None:
         compiled_call = self.model._compiled_call
-        if getattr(compiled_call, "counted", False):
-            return
 
         def counted(*args: object, **kwargs: object) -> object:
             self.calls += 1
             return compiled_call(*args, **kwargs)
 
-        counted.counted = True  # type: ignore[attr-defined]
         self.model._compiled_call = counted
 
     @property
     def graphs(self) -> int:
         return counters["stats"]["unique_graphs"] - self.graphs_before
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")

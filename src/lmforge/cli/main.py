@@ -93,11 +93,7 @@ def _add_generation_options(parser: argparse.ArgumentParser, seed_text: bool = F
     parser.add_argument("--top-p", type=float, default=None, help="Nucleus sampling threshold (0-1).")
     parser.add_argument("--num-beams", type=int, default=None, help="Beam search with this many beams.")
     parser.add_argument("--repetition-penalty", type=float, default=None, help="Penalty on repeated tokens (>1).")
-    parser.add_argument(
-        "--compile-decoding",
-        action="store_true",
-        help=COMPILE_DECODING_HELP,
-    )
+    parser.add_argument("--compile-decoding", action="store_true", help=COMPILE_DECODING_HELP)
 
 
 def generation_settings(args: argparse.Namespace) -> "GenerationSettings":
