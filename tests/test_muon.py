@@ -10,8 +10,14 @@ from transformers import AutoModelForCausalLM
 
 from lmforge import LmforgeError
 from lmforge.models.aksis import AksisConfig, AksisForCausalLM
-from lmforge.training import parse_recipe, run_training
-from lmforge.training.optimizers import MuonWithAdamW, hidden_matrices, muon_with_adamw
+from lmforge.training import optimizers, parse_recipe, run_training
+from lmforge.training.optimizers import (
+    Float32Muon,
+    MuonWithAdamW,
+    hidden_matrices,
+    muon_with_adamw,
+    newton_schulz_float32,
+)
 from lmforge.training.run import build_setup, build_trainer
 
 from .conftest import TINY_AKSIS
@@ -105,3 +111,48 @@ def test_muon_refuses_sharded_weights(tmp_path, tiny_text_file, monkeypatch):
     monkeypatch.setattr(trainer, "is_fsdp_enabled", True)
     with pytest.raises(LmforgeError, match="FSDP and DeepSpeed shard them"):
         trainer.create_optimizer()
+
+
+@pytest.mark.parametrize("shape", [(24, 8), (8, 24), (16, 16)])
+def test_fp32_newton_schulz_is_torchs_iteration_at_higher_precision(shape):
+    """The fp32 orthogonalization is torch's (bf16) one to bf16 precision."""
+    from torch.optim._muon import _zeropower_via_newtonschulz
+
+    torch.manual_seed(0)
+    grad = torch.randn(shape)
+    ours = newton_schulz_float32(grad, (3.4445, -4.7750, 2.0315), 5, 1e-7)
+    assert ours.dtype == torch.float32 and ours.shape == grad.shape
+    torchs = _zeropower_via_newtonschulz(grad, (3.4445, -4.7750, 2.0315), 5, 1e-7).float()
+    assert (ours - torchs).norm() / torchs.norm() < 0.03
+    singular = torch.linalg.svdvals(ours)  # Muon's "roughly orthogonal": singular values near 1, not the gradient's
+    assert singular.min() > 0.5 and singular.max() < 1.5
+    assert not torch.equal(ours, torchs)  # it did not run in bf16
+
+
+def test_fp32_muon_steps_like_torchs_muon():
+    """One step of `Float32Muon` and of `torch.optim.Muon` from the same weights and gradients: the same momentum
+    buffers exactly, the same weights to bf16 precision of the update."""
+    torch.manual_seed(0)
+    weights = [torch.randn(12, 20), torch.randn(20, 12)]
+    grads = [torch.randn_like(w) for w in weights]
+    results = []
+    for cls in (Float32Muon, torch.optim.Muon):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad.clone()
+        optimizer = cls(params, lr=0.1, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+        optimizer.step()
+        results.append((params, [optimizer.state[p]["momentum_buffer"] for p in params]))
+    (ours, our_buffers), (torchs, torch_buffers) = results
+    for mine, theirs, start in zip(ours, torchs, weights, strict=True):
+        update = theirs.detach() - start
+        assert update.abs().max() > 0.01  # the step moved the weights
+        assert ((mine.detach() - start) - update).norm() / update.norm() < 0.03
+    assert all(torch.equal(a, b) for a, b in zip(our_buffers, torch_buffers, strict=True))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_muon_runs_newton_schulz_in_fp32_where_the_cpu_emulates_bf16(monkeypatch, native):
+    monkeypatch.setattr(optimizers, "cpu_has_native_bf16", lambda: native)
+    optimizer = muon_with_adamw(tiny_aksis(), [], lr=1e-2, weight_decay=0.0)
+    assert type(optimizer.muon) is (torch.optim.Muon if native else Float32Muon)
