@@ -101,6 +101,20 @@ def test_default_config_is_the_reference_size():
     assert config.tie_word_embeddings
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_an_untied_head_is_saved_and_a_tied_one_is_not(tmp_path, tie):
+    """A tied head is left out of the saved weights (and tied again on load); an untied one is saved like any weight."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = AksisForCausalLM(AksisConfig(**TINY_AKSIS, vocab_size=60, tie_word_embeddings=tie)).eval()
+    model.save_pretrained(tmp_path)
+    assert ("lm_head.weight" in load_file(tmp_path / "model.safetensors")) is not tie
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+    assert (loaded.lm_head.weight is loaded.model.embed_tokens.weight) is tie
+
+
 def test_config_round_trip(tmp_path):
     config = AksisConfig(**TINY_AKSIS, hidden_dropout=0.0)
     config.save_pretrained(tmp_path)

@@ -460,6 +460,10 @@ class AksisForCausalLM(AksisPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = AksisModel(config)
         self.lm_head = AksisLinear(config.hidden_size, config.vocab_size, bias=False, max_transposed_rows=4)
+        if config.tie_word_embeddings:
+            # A tied head is not saved. Named here, the Trainer's load of the best checkpoint (load_best_model_at_end)
+            # ties it again instead of warning that it is missing.
+            self._keys_to_ignore_on_save = {"lm_head.weight"}
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
