@@ -156,3 +156,26 @@ def test_muon_runs_newton_schulz_in_fp32_where_the_cpu_emulates_bf16(monkeypatch
     monkeypatch.setattr(optimizers, "cpu_has_native_bf16", lambda: native)
     optimizer = muon_with_adamw(tiny_aksis(), [], lr=1e-2, weight_decay=0.0)
     assert type(optimizer.muon) is (torch.optim.Muon if native else Float32Muon)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_step_with_a_closure_returns_its_loss(monkeypatch, native):
+    """`step(closure)`, as torch optimizers take it: the closure recomputes the loss with gradients on, and the step
+    returns that loss and uses the gradients it made."""
+    monkeypatch.setattr(optimizers, "cpu_has_native_bf16", lambda: native)
+    model = tiny_aksis()
+    optimizer = muon_with_adamw(model, [], lr=1e-2, weight_decay=0.0)
+    ids = torch.randint(0, 50, (2, 8))
+    before = model.model.layers[0].mlp.up_proj.weight.detach().clone()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        return loss
+
+    with torch.no_grad():
+        loss = optimizer.step(closure)
+    assert loss is not None and loss.requires_grad
+    assert not torch.equal(before, model.model.layers[0].mlp.up_proj.weight)
+    assert optimizer.step() is None

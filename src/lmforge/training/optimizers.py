@@ -31,6 +31,14 @@ def hidden_matrices(model: nn.Module) -> list[str]:
     ]
 
 
+def closure_loss(closure: Any) -> Any:
+    """What an optimizer's `step(closure)` returns: the loss the closure recomputes, with gradients on (or None)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def newton_schulz_float32(
     grad: torch.Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int, eps: float
 ) -> torch.Tensor:
@@ -56,10 +64,7 @@ class Float32Muon(torch.optim.Muon):
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         from torch.optim._muon import _adjust_lr
 
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params: list[torch.Tensor] = []
             grads: list[torch.Tensor] = []
@@ -101,10 +106,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         self.muon.step()
         if self.adamw is not None:
             self.adamw.step()
