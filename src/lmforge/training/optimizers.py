@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim._muon import _adjust_lr  # torch's learning-rate adjustment of Muon's update (private, torch <2.14)
 
 from ..errors import LmforgeError
 from .arguments import cpu_has_native_bf16
@@ -62,8 +63,6 @@ class Float32Muon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
-        from torch.optim._muon import _adjust_lr
-
         loss = closure_loss(closure)
         for group in self.param_groups:
             params: list[torch.Tensor] = []
