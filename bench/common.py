@@ -216,18 +216,30 @@ def decode_bytes_per_token(model: torch.nn.Module, batch: int, prompt_len: int, 
     return {"weights": weights, "kv": kv, "per_token": (weights + kv) / batch}
 
 
-def matvec_steps(model: torch.nn.Module, steps: int, compiled: bool = False) -> Callable[[], object]:
+def matvec_steps(
+    model: torch.nn.Module, steps: int, compiled: bool = False, plain: bool = False
+) -> Callable[[], object]:
     """`steps` decoding steps' weight reads and nothing else, the ceiling the matrix-vector kernels leave below the
     bandwidth bound: at batch 1, a product with every distinct weight matrix of the model's linear layers and output
-    head (no embeddings, attention, cache, norms or generate() loop).
+    head (no embeddings, attention, cache, norms or generate() loop), with the kernels Aksis's decoding uses.
 
-    Eager (`compiled=False`): `torch.mm` with each weight in the (in, out) layout Aksis's eager decoding uses.
-    `compiled=True`: each product as Aksis's compiled decoding step computes it, a multiply-and-sum over the (out, in)
-    weight, compiled by Inductor into one reduction kernel per weight."""
+    `plain=True` (where MKL streams the product on every core, `mkl_products_stream_on_every_core`): the plain
+    product with each (out, in) weight, `F.linear`, eager or compiled. Otherwise eager (`compiled=False`) is
+    `torch.mm` with each weight in the (in, out) layout Aksis's eager decoding uses, and `compiled=True` each product as
+    Aksis's compiled decoding step computes it, a multiply-and-sum over the (out, in) weight, compiled by Inductor into
+    one reduction kernel per weight."""
     output = model.get_output_embeddings()
     linears = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
     distinct = {w.data_ptr(): w for w in [*linears, *([output.weight] if output is not None else [])]}
-    if compiled:
+    if plain:
+        weights = [w.detach() for w in distinct.values()]  # (out, in)
+        inputs = [torch.randn(1, w.shape[1], dtype=w.dtype, device=w.device) for w in weights]
+
+        def linear(xs: list[torch.Tensor], ws: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [torch.nn.functional.linear(x, w) for x, w in zip(xs, ws, strict=True)]
+
+        products = torch.compile(linear, dynamic=False) if compiled else linear
+    elif compiled:
         weights = [w.detach() for w in distinct.values()]  # (out, in)
         inputs = [torch.randn(1, w.shape[1], dtype=w.dtype, device=w.device) for w in weights]
         products = torch.compile(lambda xs, ws: [(x * w).sum(-1) for x, w in zip(xs, ws, strict=True)], dynamic=False)

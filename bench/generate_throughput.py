@@ -8,10 +8,11 @@ Batch 1 runs these variants, all the same size, interleaved in each round (order
 - Aksis bf16 static + compile: the same with bf16 weights (against its own bound);
 - GPT-2 eager (`DynamicCache`) and GPT-2 static + compile, fp32: "GPT-2 best" is the faster of the two;
 - Aksis fp32 matrix-vector products alone (`matvec_steps`), the products with the model's linear and head weights at
-  batch 1, 256 times, with nothing else: eager, `torch.mm` on the (in, out) copies Aksis's eager decoding uses, and
-  compiled, the multiply-and-sum reductions Aksis's compiled step runs. They read what a step's weights cost and show
-  the ceiling each kind of kernel leaves on this machine below the bandwidth bound (their bound counts the weights
-  only);
+  batch 1, 256 times, with nothing else, through the kernels Aksis's decoding takes on this CPU: where MKL streams the
+  product on every core (an Intel CPU, `mkl_products_stream_on_every_core`), the plain product, eager and compiled;
+  elsewhere eager `torch.mm` on the (in, out) copies Aksis's eager decoding uses, and compiled the multiply-and-sum
+  reductions Aksis's compiled step runs. They read what a step's weights cost and show the ceiling each kind of kernel
+  leaves on this machine below the bandwidth bound (their bound counts the weights only);
 - Aksis uncached (fewer rounds, paired with Aksis eager);
 - where the compiled step's time goes: Aksis static + compile again, with a timer around its compiled forward, split
   into the forward (Dynamo's guard check and the compiled graph) and the rest of `generate()`'s loop; beside it the
@@ -59,8 +60,8 @@ from common import (
     timed,
 )
 
-MATVEC = "Aksis fp32 matrix-vector products alone, eager (torch.mm)"
-MATVEC_COMPILED = "Aksis fp32 matrix-vector products alone, compiled (reductions)"
+MATVEC = "Aksis fp32 matrix-vector products alone, eager"
+MATVEC_COMPILED = "Aksis fp32 matrix-vector products alone, compiled"
 BANDWIDTH = "bandwidth"
 NO_GUARDS = " static + compile, guard check skipped (unsafe)"
 
@@ -137,6 +138,12 @@ def step_split(model: torch.nn.Module, run: Callable[[], torch.Tensor], repeats:
     return {"total": statistics.median(totals), "forward": statistics.median(forwards)}
 
 
+def plain_products(model: torch.nn.Module) -> bool:
+    """Whether the model's linear layers decode with the plain product (MKL on an Intel CPU streams it on every core:
+    `mkl_products_stream_on_every_core`), not with their decoding paths."""
+    return any(getattr(module, "_plain_products", False) for module in model.modules())
+
+
 def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
     """The batch-1 table and ratios; `bandwidth` (bytes/s) is the first of the per-round bandwidth measurements."""
     aksis_bf16 = copy.deepcopy(aksis).to(torch.bfloat16)
@@ -159,7 +166,8 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
     bf16_eager = make_generate(aksis_bf16, 1, p, n, True)()
     bf16_same = (bf16_eager == outs["Aksis bf16 static + compile"])[0, p:].float().mean().item()
     # the kernels' ceilings: the same weight reads with nothing around them
-    matvec, matvec_compiled = matvec_steps(aksis, n), matvec_steps(aksis, n, compiled=True)
+    plain = plain_products(aksis)
+    matvec, matvec_compiled = matvec_steps(aksis, n, plain=plain), matvec_steps(aksis, n, compiled=True, plain=plain)
     matvec(), matvec_compiled()
     bandwidths = [bandwidth]  # bytes/s, one measurement per round besides the one before the rounds
 
@@ -294,9 +302,14 @@ def main() -> None:
     gpt2 = build("gpt2", size).to(device()).eval()
     bw = measure_bandwidth()
     print(f"# Generation throughput, {machine()}")
-    head = (
-        "plain nn.Linear" if args.plain_linear else "decoding paths on (eager: (in, out) copies; compiled: reductions)"
-    )
+    if args.plain_linear:
+        head = "plain nn.Linear (--plain-linear)"
+    elif plain_products(aksis):
+        head = (
+            "plain products (MKL streams them on every core on this CPU), attention written out in the compiled step"
+        )
+    else:
+        head = "decoding paths on (eager: (in, out) copies; compiled: reductions), attention written out in the compiled step"
     print(
         f"size: {size}, prompt {args.prompt_len}, {args.new_tokens} new tokens, greedy, {repeats} rounds, "
         f"Aksis linear layers: {head}\n"

@@ -2,10 +2,16 @@
 with `_compile_all_devices`) gives the eager greedy tokens. The contract's `compile_fullgraph` check compiles
 `forward` by hand; this one goes through `generate()`'s compile path, the one `bench/generate_throughput.py` times."""
 
+import pytest
 import torch
+from torch._dynamo.comptime import comptime
 from transformers import CompileConfig, StoppingCriteria
 
+from lmforge.models.aksis import modeling_aksis
 from lmforge.models.aksis.modeling_aksis import AksisLinear
+
+TRACED_QUERIES: list[tuple[int, ...]] = []  # the query shapes `one_query_attention` was traced with (a global:
+# `comptime` takes no closure)
 
 
 class CopiesSeen(StoppingCriteria):
@@ -20,7 +26,21 @@ class CopiesSeen(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool)
 
 
-def test_compiled_static_cache_generate_equals_eager(tiny_aksis):
+@pytest.mark.parametrize("plain_products", [False, True], ids=["reductions", "plain-products"])
+def test_compiled_static_cache_generate_equals_eager(tiny_aksis, monkeypatch, plain_products):
+    """Both product paths (Inductor's reductions, or the plain product where MKL streams it on every core) are
+    tested on any CPU; the compiled step's attention is `one_query_attention`."""
+    for module in tiny_aksis.modules():
+        if isinstance(module, AksisLinear):
+            module._plain_products = plain_products
+    TRACED_QUERIES.clear()
+
+    def spied_attention(module, query, *args, **kwargs):
+        comptime(lambda ctx: TRACED_QUERIES.append(tuple(ctx.get_local("query").as_fake().shape)))  # at trace time
+        return one_query_attention(module, query, *args, **kwargs)
+
+    one_query_attention = modeling_aksis.one_query_attention
+    monkeypatch.setattr(modeling_aksis, "one_query_attention", spied_attention)
     ids = torch.randint(4, tiny_aksis.config.vocab_size, (1, 5), generator=torch.Generator().manual_seed(0))
     kwargs = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
     config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
@@ -61,6 +81,11 @@ def test_compiled_static_cache_generate_equals_eager(tiny_aksis):
     assert torch.equal(compiled, eager), (compiled.tolist(), eager.tolist())
     assert len(calls) == kwargs["max_new_tokens"] - 1, "the repeated call did not decode through the compiled step"
     assert torch.equal(unguarded, eager), (unguarded.tolist(), eager.tolist())
+    heads = tiny_aksis.config.num_attention_heads
+    assert set(TRACED_QUERIES) == {(1, heads, 1, tiny_aksis.config.hidden_size // heads)}, "compiled without it"
+    if plain_products:  # no copies anywhere
+        assert eager_copies.seen == compiled_copies.seen == set()
+        return
     # Eager decoding multiplies one row by (in, out) copies of the weights; the compiled step reduces over the weights
     # themselves, so no layer but the output head (whose copy the eager prefill's last row makes) holds a copy.
     assert eager_copies.seen == set(eager_copies.linears)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -17,7 +18,12 @@ from transformers import (
 )
 
 from lmforge.models import AksisConfig, AksisForCausalLM, AksisModel, AksisTokenizer
-from lmforge.models.aksis.modeling_aksis import CACHE_FIELD
+from lmforge.models.aksis.modeling_aksis import (
+    CACHE_FIELD,
+    AksisLinear,
+    mkl_products_stream_on_every_core,
+    one_query_attention,
+)
 
 from ...conftest import SAMPLE_TEXT, TINY_AKSIS
 from ..contract import (
@@ -157,11 +163,15 @@ def test_default_attention_dropout_is_off_so_sdpa_can_take_its_fused_kernel():
     assert AksisConfig().hidden_dropout == 0.1
 
 
-def test_decoding_path_of_the_linear_layers_is_exact_and_scoped_to_generate(tiny_aksis):
+@pytest.mark.parametrize("plain_products", [False, True], ids=["copies", "plain-products"])
+def test_decoding_path_of_the_linear_layers_is_exact_and_scoped_to_generate(tiny_aksis, plain_products):
     """Inside `generate()`, one-row inputs (and the head's up to 4 rows) multiply by an (in, out) copy of each weight,
-    the layout a CPU reads fastest. Seen from outside: `generate()` writes the oracle's tokens (plain forward passes)
-    for one row and for a batch, it sees an in-place change of the weights (as merging a LoRA adapter makes), and the
-    state dict gains nothing."""
+    the layout a CPU reads fastest, unless MKL streams the plain product on every core (both are tested on any CPU).
+    Seen from outside: `generate()` writes the oracle's tokens (plain forward passes) for one row and for a batch, it
+    sees an in-place change of the weights (as merging a LoRA adapter makes), and the state dict gains nothing."""
+    for module in tiny_aksis.modules():
+        if isinstance(module, AksisLinear):
+            module._plain_products = plain_products
     keys = set(tiny_aksis.state_dict())
     kwargs = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
     for rows in (1, 2):
@@ -185,6 +195,38 @@ def test_decoding_path_of_the_linear_layers_is_exact_and_scoped_to_generate(tiny
     # A private is the point here: the copies are a cache of the weights that must not outlive generate() (memory,
     # and weights changed between calls); nothing public shows whether they were dropped.
     assert all(getattr(module, "_transposed", None) is None for module in tiny_aksis.modules())
+
+
+@pytest.mark.parametrize(
+    ("vendor", "mkl", "plain"),
+    [("GenuineIntel", True, True), ("AuthenticAMD", True, False), ("GenuineIntel", False, False), (None, True, False)],
+)
+def test_plain_products_only_where_mkl_runs_on_an_intel_cpu(tmp_path, monkeypatch, vendor, mkl, plain):
+    cpuinfo = tmp_path / "cpuinfo"
+    if vendor is not None:  # None: no such file (not Linux)
+        cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu avx512f\n", encoding="utf-8")
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: mkl)
+    assert mkl_products_stream_on_every_core.__wrapped__(str(cpuinfo)) is plain
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_query_attention_is_sdpa_for_one_new_token(dtype):
+    """The compiled decoding step's written-out attention gives SDPA's output for one query per row, over a padded
+    static cache (left padding, unwritten slots at the end), in fp32 and bf16."""
+    generator = torch.Generator().manual_seed(0)
+    batch, heads, slots, head_dim = 3, 4, 10, 8
+    query = torch.randn(batch, heads, 1, head_dim, generator=generator, dtype=dtype)
+    key, value = (torch.randn(batch, heads, slots, head_dim, generator=generator, dtype=dtype) for _ in range(2))
+    mask = torch.zeros(batch, 1, 1, slots, dtype=torch.bool)
+    mask[0, ..., :7] = True  # 7 tokens written
+    mask[1, ..., 2:7] = True  # 2 of them left padding
+    mask[2, ..., 6] = True  # only the new token
+    want = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask).transpose(1, 2)
+    got, weights = one_query_attention(nn.Module(), query, key, value, mask, scaling=head_dim**-0.5)
+    assert weights is None and got.shape == (batch, 1, heads, head_dim) and got.dtype == dtype
+    tolerance = {"atol": 1e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
+    torch.testing.assert_close(got, want, **tolerance)
+    torch.testing.assert_close(got[2, 0], value[2, :, 6], **tolerance)  # one visible key: its value
 
 
 def test_a_training_step_builds_no_cache(tiny_aksis):

@@ -51,12 +51,27 @@ def accepts_past_key_values(forward: ForwardFn) -> ForwardFn:
     return wrapper  # type: ignore[return-value]
 
 
+# Copied from lmforge.models.aksis.modeling_aksis.mkl_products_stream_on_every_core
+@functools.cache
+def mkl_products_stream_on_every_core(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether torch's CPU matrix products run on MKL on an Intel CPU, where its matrix-vector product streams an
+    (out, in) weight on every core. Read once per process from `cpuinfo` (False where there is none)."""
+    if not torch.backends.mkl.is_available():
+        return False
+    try:
+        with open(cpuinfo, encoding="utf-8") as lines:
+            return any(line.startswith("vendor_id") and "GenuineIntel" in line for line in lines)
+    except OSError:
+        return False
+
+
 # Copied from lmforge.models.aksis.modeling_aksis.AksisLinear with Aksis->CharTransformer
 class CharTransformerLinear(nn.Linear):
     """`nn.Linear`, with faster paths for decoding one token at a time on the CPU.
 
-    torch's CPU matrix-vector product reads an (out, in) weight slowly, and on one core. So while `generate()` runs (it
-    calls `start_decoding`), an input of at most `max_transposed_rows` rows takes a decoding path:
+    Unless MKL runs it on an Intel CPU (`mkl_products_stream_on_every_core`), torch's CPU matrix-vector product reads
+    an (out, in) weight slowly, and on one core (an AMD EPYC: under half the speed of the paths below). So there, while
+    `generate()` runs (it calls `start_decoding`), an input of at most `max_transposed_rows` rows takes a decoding path:
     - in eager decoding, it is multiplied by an (in, out) copy of the weight, made at its first use: the layout of
       GPT-2's `Conv1D`, which that product streams faster (`bench/profile_step.py`);
     - inside a compiled graph (transformers' compiled decoding step: static cache + `torch.compile`), one row is a
@@ -64,7 +79,8 @@ class CharTransformerLinear(nn.Linear):
       streams the weight on every core: about 2x `torch.mm` over the reference size's weights, with no copy.
     The copy is dropped when `generate()` returns, so it costs memory only during eager generation and never outlives
     a change of the weight; it is not a parameter and is never saved. Everything else (training, gradients, wider
-    inputs, any call outside `generate()`) takes the plain `nn.Linear` path.
+    inputs, any call outside `generate()`, and every call where MKL streams on every core: there the plain product is
+    1.08x the copy in eager decoding and 1.07x the reductions in a compiled one) takes the plain `nn.Linear` path.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, max_transposed_rows: int = 1) -> None:
@@ -72,10 +88,12 @@ class CharTransformerLinear(nn.Linear):
         self.max_transposed_rows = max_transposed_rows
         self._decoding = False  # `generate()` is running
         self._transposed: torch.Tensor | None = None  # the (in, out) copy, while `generate()` runs
+        self._plain_products = mkl_products_stream_on_every_core()  # read here, not in a traced graph
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if (
             not self._decoding
+            or self._plain_products
             or hidden_states.device.type != "cpu"
             or hidden_states.numel() > self.max_transposed_rows * self.in_features
             or torch.is_grad_enabled()
@@ -206,6 +224,28 @@ def causal_attention_in_blocks(
     return torch.cat(blocks, dim=1), None  # (B, T, nh, hs)
 
 
+# Copied from lmforge.models.aksis.modeling_aksis.one_query_attention
+def one_query_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """SDPA for one query per row, written out for a compiled decoding step: Inductor fuses it with the ops around it,
+    where SDPA is a call of its own that splits the step's graph at every layer (1.04x the step with SDPA,
+    `bench/generate_throughput.py`). `attention_mask` is the boolean (B, 1, 1, S) mask of `create_causal_mask`; the
+    scores and their softmax are in float32, as SDPA's CPU kernel keeps them. No dropout: it serves decoding only."""
+    scores = (query.float() * key.float()).sum(-1) * scaling  # (B, nh, 1, hs) * (B, nh, S, hs) -> (B, nh, S)
+    scores = scores.masked_fill(~attention_mask[:, :, 0, : key.shape[-2]], float("-inf"))  # mask: (B, 1, S)
+    probs = nn.functional.softmax(scores, dim=-1)
+    attn_output = (probs.unsqueeze(-1) * value.float()).sum(-2)  # (B, nh, S, 1) * (B, nh, S, hs) -> (B, nh, hs)
+    return attn_output.to(query.dtype).unsqueeze(1), None  # (B, T = 1, nh, hs)
+
+
 # Copied from lmforge.models.aksis.modeling_aksis.AksisAttention with Aksis->CharTransformer
 class CharTransformerAttention(nn.Module):
     """Causal multi-head self-attention with one fused query/key/value projection."""
@@ -250,6 +290,16 @@ class CharTransformerAttention(nn.Module):
         ):
             # SDPA would take its math path (no fused CPU kernel with dropout): skip the blocks above the diagonal
             attention_interface = causal_attention_in_blocks
+        elif (
+            seq_len == 1
+            and torch.compiler.is_compiling()
+            and not self.training
+            and self.config._attn_implementation == "sdpa"
+            and isinstance(attention_mask, torch.Tensor)
+            and attention_mask.dtype == torch.bool
+        ):
+            # one new token per row in a compiled graph: attention that Inductor fuses with the products around it
+            attention_interface = one_query_attention
         attn_output, attn_weights = attention_interface(
             self,
             query_states,
