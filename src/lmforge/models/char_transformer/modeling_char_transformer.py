@@ -236,8 +236,8 @@ def one_query_attention(
     **kwargs: object,
 ) -> tuple[torch.Tensor, None]:
     """SDPA for one query per row, written out for a compiled decoding step: Inductor fuses it with the ops around it,
-    where SDPA is a call of its own that splits the step's graph at every layer (1.04x the step with SDPA,
-    `bench/generate_throughput.py`). `attention_mask` is the boolean (B, 1, 1, S) mask of `create_causal_mask`; the
+    where SDPA is a call of its own that splits the step's graph at every layer (1.04x the step with SDPA, paired;
+    `bench/RESULTS.md`). `attention_mask` is the boolean (B, 1, 1, S) mask of `create_causal_mask`; the
     scores and their softmax are in float32, as SDPA's CPU kernel keeps them. No dropout: it serves decoding only."""
     scores = (query.float() * key.float()).sum(-1) * scaling  # (B, nh, 1, hs) * (B, nh, S, hs) -> (B, nh, S)
     scores = scores.masked_fill(~attention_mask[:, :, 0, : key.shape[-2]], float("-inf"))  # mask: (B, 1, S)
