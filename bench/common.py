@@ -231,29 +231,27 @@ def matvec_steps(
     output = model.get_output_embeddings()
     linears = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
     distinct = {w.data_ptr(): w for w in [*linears, *([output.weight] if output is not None else [])]}
-    if plain:
+    layout_out_in = plain or compiled  # only eager decoding's copies are (in, out)
+    if layout_out_in:
         weights = [w.detach() for w in distinct.values()]  # (out, in)
-        inputs = [torch.randn(1, w.shape[1], dtype=w.dtype, device=w.device) for w in weights]
-
-        def linear(xs: list[torch.Tensor], ws: list[torch.Tensor]) -> list[torch.Tensor]:
-            return [torch.nn.functional.linear(x, w) for x, w in zip(xs, ws, strict=True)]
-
-        products = torch.compile(linear, dynamic=False) if compiled else linear
-    elif compiled:
-        weights = [w.detach() for w in distinct.values()]  # (out, in)
-        inputs = [torch.randn(1, w.shape[1], dtype=w.dtype, device=w.device) for w in weights]
-        products = torch.compile(lambda xs, ws: [(x * w).sum(-1) for x, w in zip(xs, ws, strict=True)], dynamic=False)
     else:
         weights = [w.detach().t().contiguous() for w in distinct.values()]  # (in, out)
-        inputs = [torch.randn(1, w.shape[0], dtype=w.dtype, device=w.device) for w in weights]
+    inputs = [torch.randn(1, w.shape[1 if layout_out_in else 0], dtype=w.dtype, device=w.device) for w in weights]
 
-        def products(xs: list[torch.Tensor], ws: list[torch.Tensor]) -> list[torch.Tensor]:
-            return [torch.mm(x, w) for x, w in zip(xs, ws, strict=True)]
+    def products(xs: list[torch.Tensor], ws: list[torch.Tensor]) -> list[torch.Tensor]:
+        pairs = zip(xs, ws, strict=True)
+        if plain:
+            return [torch.nn.functional.linear(x, w) for x, w in pairs]
+        if compiled:  # Inductor turns each into one reduction kernel
+            return [(x * w).sum(-1) for x, w in pairs]
+        return [torch.mm(x, w) for x, w in pairs]
+
+    step = torch.compile(products, dynamic=False) if compiled else products
 
     @torch.no_grad()
     def run() -> None:
         for _ in range(steps):
-            products(inputs, weights)
+            step(inputs, weights)
 
     return run
 
