@@ -504,6 +504,34 @@ def causal_assisted_decoding(case: Case) -> None:
     assert torch.equal(lookup[:, -new:], want), (lookup.tolist(), want.tolist())
 
 
+def causal_torch_export(case: Case) -> None:
+    """`torch.export` through transformers' ExecuTorch wrapper (`TorchExportableModuleWithStaticCache`, the path of
+    `optimum-executorch`): the exported program, fed one token at a time, gives the eager logits at every position,
+    and the wrapper's own greedy loop gives the oracle's tokens."""
+    from transformers.integrations.executorch import TorchExportableModuleWithStaticCache
+
+    model = case.load()
+    model.generation_config.cache_implementation = "static"
+    ids = case.input_ids[1:2]  # the wrapper decodes one sequence
+    new = 4
+    wrapper = TorchExportableModuleWithStaticCache(model, batch_size=1, max_cache_len=ids.shape[1] + new)
+    example = {"input_ids": ids[:, :1], "cache_position": torch.tensor([0])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.export's notes on the stateful buffers of the cache
+        exported = torch.export.export(wrapper, args=(), kwargs=example, strict=False)
+        step = exported.module()
+    with torch.no_grad():
+        eager = model(input_ids=ids, use_cache=False).logits[0]  # (T, V)
+        for position in range(ids.shape[1]):
+            logits = step(input_ids=ids[:, position : position + 1], cache_position=torch.tensor([position]))
+            torch.testing.assert_close(logits[0, -1], eager[position], rtol=1e-4, atol=1e-5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokens = TorchExportableModuleWithStaticCache.generate(exported, ids, max_new_tokens=new)
+    want = oracle_greedy(model, ids, new)
+    assert torch.equal(tokens[:, -new:], want), (tokens.tolist(), want.tolist())
+
+
 def causal_generation_config_round_trip(case: Case) -> None:
     """A `GenerationConfig` passed to `generate()` is honoured (top_k=1 sampling is greedy)."""
     model = case.load()
@@ -548,6 +576,7 @@ CAUSAL_CHECKS: dict[str, Callable[[Case], None]] = {
     "continue_from_cache": causal_continue_from_cache,
     "inputs_embeds": causal_inputs_embeds,
     "assisted_decoding": causal_assisted_decoding,
+    "torch_export": causal_torch_export,
     "generation_config": causal_generation_config_round_trip,
 }
 

@@ -471,7 +471,9 @@ class AksisModel(AksisPreTrainedModel):
 
         if position_ids is None:
             past_seen = cache.get_seq_length() if cache is not None else 0
-            position_ids = torch.arange(past_seen, past_seen + inputs_embeds.shape[1], device=inputs_embeds.device)
+            # an offset added to arange (as Llama does), not arange's start: a static cache's length is a tensor,
+            # and this keeps it one, so that torch.export traces the step (no `.item()`)
+            position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen
             position_ids = position_ids.unsqueeze(0)  # (1, T)
         if not torch.compiler.is_compiling() and int(position_ids.max()) >= self.config.max_position_embeddings:
             raise ValueError(
