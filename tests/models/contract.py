@@ -15,7 +15,8 @@ a returned cache, from `inputs_embeds`, assisted) must give the oracle's tokens.
 
 The groups follow what transformers' common model and generation suites check on in-library models: hidden states
 and attentions, tuple outputs, eager/SDPA equivalence with padding, complete `generate()` dict outputs, static cache
-and `torch.compile(fullgraph=True)`, continuation from a returned cache, `inputs_embeds`, assisted decoding.
+and `torch.compile(fullgraph=True)`, continuation from a returned cache, `inputs_embeds`, assisted decoding; and
+`torch.export` through transformers' ExecuTorch entry point, as its export tests do for Llama.
 """
 
 from __future__ import annotations
@@ -505,31 +506,31 @@ def causal_assisted_decoding(case: Case) -> None:
 
 
 def causal_torch_export(case: Case) -> None:
-    """`torch.export` through transformers' ExecuTorch wrapper (`TorchExportableModuleWithStaticCache`, the path of
-    `optimum-executorch`): the exported program, fed one token at a time, gives the eager logits at every position,
-    and the wrapper's own greedy loop gives the oracle's tokens."""
-    from transformers.integrations.executorch import TorchExportableModuleWithStaticCache
+    """`torch.export` through transformers' ExecuTorch entry point (`convert_and_export_with_cache`, the path of
+    `optimum-executorch`): the exported program, fed one token at a time, gives the eager logits at every position of
+    the prompt, and greedy decoding through it gives the oracle's tokens. (The loop is written here: transformers'
+    `TorchExportableModuleWithStaticCache.generate` feeds each new token one position too far, in 5.23 and 5.24.)"""
+    from transformers.integrations.executorch import convert_and_export_with_cache
 
     model = case.load()
+    ids = case.input_ids[1:2]  # the exported program decodes one sequence
+    new = 6
     model.generation_config.cache_implementation = "static"
-    ids = case.input_ids[1:2]  # the wrapper decodes one sequence
-    new = 4
-    wrapper = TorchExportableModuleWithStaticCache(model, batch_size=1, max_cache_len=ids.shape[1] + new)
-    example = {"input_ids": ids[:, :1], "cache_position": torch.tensor([0])}
+    model.generation_config.cache_config = {"batch_size": 1, "max_cache_len": ids.shape[1] + new}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.export's notes on the stateful buffers of the cache
-        exported = torch.export.export(wrapper, args=(), kwargs=example, strict=False)
-        step = exported.module()
+        step = convert_and_export_with_cache(model, ids[:, :1], torch.tensor([0])).module()
+    sequence = ids[0].tolist()
     with torch.no_grad():
         eager = model(input_ids=ids, use_cache=False).logits[0]  # (T, V)
-        for position in range(ids.shape[1]):
-            logits = step(input_ids=ids[:, position : position + 1], cache_position=torch.tensor([position]))
-            torch.testing.assert_close(logits[0, -1], eager[position], rtol=1e-4, atol=1e-5)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tokens = TorchExportableModuleWithStaticCache.generate(exported, ids, max_new_tokens=new)
-    want = oracle_greedy(model, ids, new)
-    assert torch.equal(tokens[:, -new:], want), (tokens.tolist(), want.tolist())
+        for position in range(ids.shape[1] + new - 1):
+            logits = step(input_ids=torch.tensor([[sequence[position]]]), cache_position=torch.tensor([position]))
+            if position < ids.shape[1]:
+                torch.testing.assert_close(logits[0, -1], eager[position], rtol=1e-4, atol=1e-5)
+            if position >= ids.shape[1] - 1:
+                sequence.append(int(logits[0, -1].argmax()))
+    want = oracle_greedy(model, ids, new)[0].tolist()
+    assert sequence[-new:] == want, (sequence[-new:], want)
 
 
 def causal_generation_config_round_trip(case: Case) -> None:

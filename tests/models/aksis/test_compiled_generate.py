@@ -2,6 +2,9 @@
 with `_compile_all_devices`) gives the eager greedy tokens. The contract's `compile_fullgraph` check compiles
 `forward` by hand; this one goes through `generate()`'s compile path, the one `bench/generate_throughput.py` times."""
 
+import copy
+import warnings
+
 import pytest
 import torch
 from torch._dynamo.comptime import comptime
@@ -90,3 +93,32 @@ def test_compiled_static_cache_generate_equals_eager(tiny_aksis, monkeypatch, pl
     # themselves, so no layer but the output head (whose copy the eager prefill's last row makes) holds a copy.
     assert eager_copies.seen == set(eager_copies.linears)
     assert compiled_copies.seen <= {"lm_head"}
+
+
+def test_aot_compiled_exported_step_gives_eager_logits_and_tokens(tiny_aksis, tmp_path):
+    """The exported decoding step (transformers' `convert_and_export_with_cache`), compiled ahead of time with
+    AOTInductor as docs/scaling.md shows: the eager logits at every prompt position, and `generate()`'s greedy
+    tokens, one token a call."""
+    from transformers.integrations.executorch import convert_and_export_with_cache
+
+    model = copy.deepcopy(tiny_aksis).eval()
+    ids = torch.randint(4, model.config.vocab_size, (1, 5), generator=torch.Generator().manual_seed(0))
+    new = 6
+    model.generation_config.cache_implementation = "static"
+    model.generation_config.cache_config = {"batch_size": 1, "max_cache_len": ids.shape[1] + new}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.export's notes on the cache's buffers
+        exported = convert_and_export_with_cache(model, ids[:, :1], torch.tensor([0]))
+        package = torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp_path / "step.pt2"))
+    step = torch._inductor.aoti_load_package(package)
+    sequence = ids[0].tolist()
+    with torch.no_grad():
+        eager = model(input_ids=ids, use_cache=False).logits[0]  # (T, V)
+        for position in range(ids.shape[1] + new - 1):
+            logits = step(input_ids=torch.tensor([[sequence[position]]]), cache_position=torch.tensor([position]))
+            if position < ids.shape[1]:
+                torch.testing.assert_close(logits[0, -1], eager[position], rtol=1e-4, atol=1e-5)
+            if position >= ids.shape[1] - 1:
+                sequence.append(int(logits[0, -1].argmax()))
+        want = model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=None)
+    assert sequence == want[0].tolist()
