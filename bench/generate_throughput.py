@@ -13,6 +13,11 @@ Batch 1 runs these variants, all the same size, interleaved in each round (order
   elsewhere eager `torch.mm` on the (in, out) copies Aksis's eager decoding uses, and compiled the multiply-and-sum
   reductions Aksis's compiled step runs. They read what a step's weights cost and show the ceiling each kind of kernel
   leaves on this machine below the bandwidth bound (their bound counts the weights only);
+- Aksis and GPT-2 exported + AOTInductor: each model's decoding step exported with transformers' ExecuTorch entry
+  point (`convert_and_export_with_cache`) and compiled ahead of time (`aoti_compile_and_package`), driven by a greedy
+  loop of the bench's own, one token a call, prompt included (`make_exported`). No `generate()` and no Dynamo guards
+  around the step: it shows how much of the bound the step itself reaches outside transformers' decoding loop. Its
+  tokens must equal eager's;
 - Aksis uncached (fewer rounds, paired with Aksis eager);
 - where the compiled step's time goes: Aksis static + compile again, with a timer around its compiled forward, split
   into the forward (Dynamo's guard check and the compiled graph) and the rest of `generate()`'s loop; beside it the
@@ -37,6 +42,7 @@ import argparse
 import copy
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +70,7 @@ MATVEC = "Aksis fp32 matrix-vector products alone, eager"
 MATVEC_COMPILED = "Aksis fp32 matrix-vector products alone, compiled"
 BANDWIDTH = "bandwidth"
 NO_GUARDS = " static + compile, guard check skipped (unsafe)"
+EXPORTED = " exported + AOTInductor, own greedy loop (no generate())"
 
 
 def compile_config() -> CompileConfig:
@@ -98,6 +105,38 @@ def make_generate(
         assert out.shape[1] == prompt_len + new_tokens
         result["last"] = out
         return out
+
+    return run
+
+
+def make_exported(model: torch.nn.Module, prompt_len: int, new_tokens: int, folder: str) -> Callable[[], torch.Tensor]:
+    """Batch-1 greedy decoding through the model's exported step, compiled ahead of time: transformers' ExecuTorch
+    entry point (`convert_and_export_with_cache`: one token and its cache position in, logits out, a static cache
+    inside), then AOTInductor (`aoti_compile_and_package`). No `generate()` and no Dynamo guards: a loop feeds the
+    prompt one token at a time, then each greedy token (docs/scaling.md). Returns the same (1, prompt + new) tokens
+    as `make_generate`'s run, for the same prompt."""
+    from transformers.integrations.executorch import convert_and_export_with_cache
+
+    ids = torch.randint(4, model.config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(0))
+    exportable = copy.deepcopy(model)  # the export sets a static cache in the generation config: not on `model`
+    exportable.generation_config.cache_implementation = "static"
+    exportable.generation_config.cache_config = {"batch_size": 1, "max_cache_len": prompt_len + new_tokens}
+    with torch.no_grad():
+        exported = convert_and_export_with_cache(exportable, ids[:, :1], torch.tensor([0]))
+    name = type(model).__name__
+    step = torch._inductor.aoti_load_package(
+        torch._inductor.aoti_compile_and_package(exported, package_path=str(Path(folder) / f"{name}.pt2"))
+    )
+    positions = [torch.tensor([i]) for i in range(prompt_len + new_tokens)]
+
+    @torch.no_grad()
+    def run() -> torch.Tensor:
+        tokens = ids[0].tolist()
+        for position in range(prompt_len + new_tokens - 1):
+            logits = step(input_ids=torch.tensor([[tokens[position]]]), cache_position=positions[position])
+            if position >= prompt_len - 1:
+                tokens.append(int(logits[0, -1].argmax()))
+        return torch.tensor([tokens])
 
     return run
 
@@ -146,6 +185,11 @@ def plain_products(model: torch.nn.Module) -> bool:
 
 def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
     """The batch-1 table and ratios; `bandwidth` (bytes/s) is the first of the per-round bandwidth measurements."""
+    with tempfile.TemporaryDirectory() as aot_folder:  # the AOT-compiled packages
+        batch_one_in(aksis, gpt2, args, repeats, bandwidth, aot_folder)
+
+
+def batch_one_in(aksis, gpt2, args, repeats: int, bandwidth: float, aot_folder: str) -> None:
     aksis_bf16 = copy.deepcopy(aksis).to(torch.bfloat16)
     p, n = args.prompt_len, args.new_tokens
     variants = {
@@ -163,6 +207,14 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
         outs[model_name + NO_GUARDS] = variants[model_name + NO_GUARDS][1]()
         for name in (f"{model_name} static + compile", model_name + NO_GUARDS):
             assert torch.equal(outs[name], outs[eager_name]), f"{name}: greedy tokens differ from eager"
+    # the exported, AOT-compiled step: no generate(), no guards (a decoding loop outside transformers' generate())
+    for model_name, model, eager_name in (
+        ("Aksis", aksis, "Aksis eager (AksisCache)"),
+        ("GPT-2", gpt2, "GPT-2 eager (DynamicCache)"),
+    ):
+        variants[model_name + EXPORTED] = (model, make_exported(model, p, n, aot_folder))
+        outs[model_name + EXPORTED] = variants[model_name + EXPORTED][1]()
+        assert torch.equal(outs[model_name + EXPORTED], outs[eager_name]), f"{model_name}{EXPORTED}: tokens differ"
     bf16_eager = make_generate(aksis_bf16, 1, p, n, True)()
     bf16_same = (bf16_eager == outs["Aksis bf16 static + compile"])[0, p:].float().mean().item()
     # the kernels' ceilings: the same weight reads with nothing around them
@@ -241,6 +293,10 @@ def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
             times["GPT-2" + NO_GUARDS],
         ),
         ("Aksis / GPT-2, both with the guard check skipped", times["GPT-2" + NO_GUARDS], times["Aksis" + NO_GUARDS]),
+        ("Aksis exported / Aksis eager", times["Aksis eager (AksisCache)"], times["Aksis" + EXPORTED]),
+        ("Aksis exported / Aksis static + compile", times["Aksis static + compile"], times["Aksis" + EXPORTED]),
+        ("Aksis exported / GPT-2 exported", times["GPT-2" + EXPORTED], times["Aksis" + EXPORTED]),
+        ("Aksis exported / GPT-2 best through generate()", times[g_best], times["Aksis" + EXPORTED]),
     ]
     for label, base, cand in ratios:
         print(f"| {label} | {median_ratio(base, cand):.2f}x |")
