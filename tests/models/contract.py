@@ -505,30 +505,44 @@ def causal_assisted_decoding(case: Case) -> None:
     assert torch.equal(lookup[:, -new:], want), (lookup.tolist(), want.tolist())
 
 
-def causal_torch_export(case: Case) -> None:
-    """`torch.export` through transformers' ExecuTorch entry point (`convert_and_export_with_cache`, the path of
-    `optimum-executorch`): the exported program, fed one token at a time, gives the eager logits at every position of
-    the prompt, and greedy decoding through it gives the oracle's tokens. (The loop is written here: transformers'
-    `TorchExportableModuleWithStaticCache.generate` feeds each new token one position too far, in 5.23 and 5.24.)"""
+def exported_step(model: PreTrainedModel, ids: torch.Tensor, new_tokens: int) -> torch.export.ExportedProgram:
+    """`model`'s decoding step for the (1, T) `ids` and `new_tokens` more, exported through transformers' ExecuTorch
+    entry point (`convert_and_export_with_cache`, the path of `optimum-executorch`). Sets a static cache in the
+    model's generation config."""
     from transformers.integrations.executorch import convert_and_export_with_cache
 
+    model.generation_config.cache_implementation = "static"
+    model.generation_config.cache_config = {"batch_size": 1, "max_cache_len": ids.shape[1] + new_tokens}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.export's notes on the stateful buffers of the cache
+        return convert_and_export_with_cache(model, ids[:, :1], torch.tensor([0]))
+
+
+@torch.no_grad()
+def greedy_through_step(
+    step: Callable[..., torch.Tensor], model: PreTrainedModel, ids: torch.Tensor, new_tokens: int
+) -> list[int]:
+    """Feed the (1, T) `ids` to an exported step one token at a time, asserting the eager logits at every position,
+    then `new_tokens` greedy tokens; returns the whole sequence. (The loop is written here: transformers'
+    `TorchExportableModuleWithStaticCache.generate` feeds each new token one position too far, in 5.23 and 5.24.)"""
+    eager = model(input_ids=ids, use_cache=False).logits[0]  # (T, V)
+    sequence = ids[0].tolist()
+    for position in range(ids.shape[1] + new_tokens - 1):
+        logits = step(input_ids=torch.tensor([[sequence[position]]]), cache_position=torch.tensor([position]))
+        if position < ids.shape[1]:
+            torch.testing.assert_close(logits[0, -1], eager[position], rtol=1e-4, atol=1e-5)
+        if position >= ids.shape[1] - 1:
+            sequence.append(int(logits[0, -1].argmax()))
+    return sequence
+
+
+def causal_torch_export(case: Case) -> None:
+    """`torch.export` through transformers' ExecuTorch entry point: the exported program, fed one token at a time,
+    gives the eager logits at every position of the prompt, and greedy decoding through it the oracle's tokens."""
     model = case.load()
     ids = case.input_ids[1:2]  # the exported program decodes one sequence
     new = 6
-    model.generation_config.cache_implementation = "static"
-    model.generation_config.cache_config = {"batch_size": 1, "max_cache_len": ids.shape[1] + new}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.export's notes on the stateful buffers of the cache
-        step = convert_and_export_with_cache(model, ids[:, :1], torch.tensor([0])).module()
-    sequence = ids[0].tolist()
-    with torch.no_grad():
-        eager = model(input_ids=ids, use_cache=False).logits[0]  # (T, V)
-        for position in range(ids.shape[1] + new - 1):
-            logits = step(input_ids=torch.tensor([[sequence[position]]]), cache_position=torch.tensor([position]))
-            if position < ids.shape[1]:
-                torch.testing.assert_close(logits[0, -1], eager[position], rtol=1e-4, atol=1e-5)
-            if position >= ids.shape[1] - 1:
-                sequence.append(int(logits[0, -1].argmax()))
+    sequence = greedy_through_step(exported_step(model, ids, new).module(), model, ids, new)
     want = oracle_greedy(model, ids, new)[0].tolist()
     assert sequence[-new:] == want, (sequence[-new:], want)
 

@@ -3,7 +3,6 @@ with `_compile_all_devices`) gives the eager greedy tokens. The contract's `comp
 `forward` by hand; this one goes through `generate()`'s compile path, the one `bench/generate_throughput.py` times."""
 
 import copy
-import warnings
 
 import pytest
 import torch
@@ -12,6 +11,8 @@ from transformers import CompileConfig, StoppingCriteria
 
 from lmforge.models.aksis import modeling_aksis
 from lmforge.models.aksis.modeling_aksis import AksisLinear
+
+from ..contract import exported_step, greedy_through_step
 
 TRACED_QUERIES: list[tuple[int, ...]] = []  # the query shapes `one_query_attention` was traced with (a global:
 # `comptime` takes no closure)
@@ -99,26 +100,12 @@ def test_aot_compiled_exported_step_gives_eager_logits_and_tokens(tiny_aksis, tm
     """The exported decoding step (transformers' `convert_and_export_with_cache`), compiled ahead of time with
     AOTInductor as docs/scaling.md shows: the eager logits at every prompt position, and `generate()`'s greedy
     tokens, one token a call."""
-    from transformers.integrations.executorch import convert_and_export_with_cache
-
     model = copy.deepcopy(tiny_aksis).eval()
     ids = torch.randint(4, model.config.vocab_size, (1, 5), generator=torch.Generator().manual_seed(0))
     new = 6
-    model.generation_config.cache_implementation = "static"
-    model.generation_config.cache_config = {"batch_size": 1, "max_cache_len": ids.shape[1] + new}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.export's notes on the cache's buffers
-        exported = convert_and_export_with_cache(model, ids[:, :1], torch.tensor([0]))
-        package = torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp_path / "step.pt2"))
-    step = torch._inductor.aoti_load_package(package)
-    sequence = ids[0].tolist()
+    exported = exported_step(model, ids, new)
+    package = torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp_path / "step.pt2"))
+    sequence = greedy_through_step(torch._inductor.aoti_load_package(package), model, ids, new)
     with torch.no_grad():
-        eager = model(input_ids=ids, use_cache=False).logits[0]  # (T, V)
-        for position in range(ids.shape[1] + new - 1):
-            logits = step(input_ids=torch.tensor([[sequence[position]]]), cache_position=torch.tensor([position]))
-            if position < ids.shape[1]:
-                torch.testing.assert_close(logits[0, -1], eager[position], rtol=1e-4, atol=1e-5)
-            if position >= ids.shape[1] - 1:
-                sequence.append(int(logits[0, -1].argmax()))
         want = model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=None)
     assert sequence == want[0].tolist()
