@@ -109,7 +109,7 @@ def make_generate(
     return run
 
 
-def make_exported(model: torch.nn.Module, prompt_len: int, new_tokens: int, folder: str) -> Callable[[], torch.Tensor]:
+def make_exported(model: torch.nn.Module, prompt_len: int, new_tokens: int) -> Callable[[], torch.Tensor]:
     """Batch-1 greedy decoding through the model's exported step, compiled ahead of time: transformers' ExecuTorch
     entry point (`convert_and_export_with_cache`: one token and its cache position in, logits out, a static cache
     inside), then AOTInductor (`aoti_compile_and_package`). No `generate()` and no Dynamo guards: a loop feeds the
@@ -123,10 +123,9 @@ def make_exported(model: torch.nn.Module, prompt_len: int, new_tokens: int, fold
     exportable.generation_config.cache_config = {"batch_size": 1, "max_cache_len": prompt_len + new_tokens}
     with torch.no_grad():
         exported = convert_and_export_with_cache(exportable, ids[:, :1], torch.tensor([0]))
-    name = type(model).__name__
-    step = torch._inductor.aoti_load_package(
-        torch._inductor.aoti_compile_and_package(exported, package_path=str(Path(folder) / f"{name}.pt2"))
-    )
+    with tempfile.TemporaryDirectory() as folder:  # the package is only read while loading
+        package = torch._inductor.aoti_compile_and_package(exported, package_path=str(Path(folder) / "step.pt2"))
+        step = torch._inductor.aoti_load_package(package)
     positions = [torch.tensor([i]) for i in range(prompt_len + new_tokens)]
 
     @torch.no_grad()
@@ -185,11 +184,6 @@ def plain_products(model: torch.nn.Module) -> bool:
 
 def batch_one(aksis, gpt2, args, size, repeats: int, bandwidth: float) -> None:
     """The batch-1 table and ratios; `bandwidth` (bytes/s) is the first of the per-round bandwidth measurements."""
-    with tempfile.TemporaryDirectory() as aot_folder:  # the AOT-compiled packages
-        batch_one_in(aksis, gpt2, args, repeats, bandwidth, aot_folder)
-
-
-def batch_one_in(aksis, gpt2, args, repeats: int, bandwidth: float, aot_folder: str) -> None:
     aksis_bf16 = copy.deepcopy(aksis).to(torch.bfloat16)
     p, n = args.prompt_len, args.new_tokens
     variants = {
@@ -212,7 +206,7 @@ def batch_one_in(aksis, gpt2, args, repeats: int, bandwidth: float, aot_folder: 
         ("Aksis", aksis, "Aksis eager (AksisCache)"),
         ("GPT-2", gpt2, "GPT-2 eager (DynamicCache)"),
     ):
-        variants[model_name + EXPORTED] = (model, make_exported(model, p, n, aot_folder))
+        variants[model_name + EXPORTED] = (model, make_exported(model, p, n))
         outs[model_name + EXPORTED] = variants[model_name + EXPORTED][1]()
         assert torch.equal(outs[model_name + EXPORTED], outs[eager_name]), f"{model_name}{EXPORTED}: tokens differ"
     bf16_eager = make_generate(aksis_bf16, 1, p, n, True)()
