@@ -1,7 +1,7 @@
 """`lmforge serve` under load: the same 16 requests (64 new tokens each, greedy, streamed) sent one at a time, then by
 4, 8 and 16 concurrent clients, against a real server process on 127.0.0.1.
 
-The model is Aksis at the quickstart size (recipes/aksis/shakespeare.yaml: width 256, 4 layers, 4 heads, context 256,
+The model is Aksis at the quickstart's former size (`common.QUICK`: width 256, 4 layers, 4 heads, context 256,
 10,004 tokens), randomly initialised, with a BPE tokenizer trained on a few of the embedded plays: what is measured is
 the server, not the weights. Every request asks for exactly 64 tokens; the tokens counted are the server's
 `usage.completion_tokens`.
@@ -55,7 +55,8 @@ PROMPTS = [
 
 
 def save_model(folder: Path) -> None:
-    """Aksis at the quickstart size, random weights, and a 10,004-token BPE tokenizer trained on four plays."""
+    """Aksis at the quickstart's former size (`common.QUICK`), random weights, and a 10,004-token BPE tokenizer
+    trained on four plays."""
     texts = [text for _, text in load_plays(max_plays=4)]
     spec = SPECS["aksis"]
     assert spec.train_tokenizer is not None
@@ -163,7 +164,7 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=60)
-    print(f"# {machine()}; Aksis quickstart size, {len(PROMPTS)} requests x {args.new_tokens} new tokens, greedy")
+    print(f"# {machine()}; Aksis 4 x 256, {len(PROMPTS)} requests x {args.new_tokens} new tokens, greedy")
     print(f"# {args.repeats} rounds; medians over rounds; ratio = median of per-round ratios to sequential")
     print("| clients | tokens/s | ratio vs sequential | p50 latency s | p95 latency s | TTFT p50 s | TTFT p95 s |")
     print("|---|---|---|---|---|---|---|")

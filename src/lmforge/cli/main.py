@@ -261,10 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "forgetting",
-        help="Catastrophic-forgetting study: full fine-tuning vs LoRA vs routed adapters, perplexity before/after.",
+        help="Catastrophic-forgetting study: full fine-tuning vs LoRA vs routed adapters, scored before and after.",
         usage="lmforge forgetting RECIPE.yaml [--output-dir DIR] [--key value ...]",
         description="Train (or load) a base model on corpus A, fine-tune it on each corpus B of the study recipe by "
-        "every method, and write a table, a plot and forgetting.md (perplexity on A and B, trainable parameters, time) "
+        "every method, and write a table, a plot and forgetting.md (scores on A and B: perplexity for language models, "
+        "exact match and F1 for AE-LLM; trainable parameters, time) "
         "in output_dir. See recipes/aksis/forgetting.yaml; --key value overrides a study key (--finetune.max_steps 50).",
     )
     p.add_argument("--output-dir", default=None, help="Where the study writes its runs and results.")
