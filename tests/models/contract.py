@@ -557,6 +557,57 @@ def causal_generation_config_round_trip(case: Case) -> None:
     assert torch.equal(sampled[:, -5:], oracle_greedy(model, ids, 5))
 
 
+def causal_generation_config_positional(case: Case) -> None:
+    """`generate(input_ids, generation_config)`, the config given by position as `GenerationMixin.generate` allows,
+    is honoured like the keyword: a static cache gives the oracle's tokens, `use_cache=False` returns no cache."""
+    model = case.load()
+    ids = case.input_ids[1:]
+    static = GenerationConfig(cache_implementation="static", max_new_tokens=5, **GREEDY)
+    assert torch.equal(model.generate(ids, static)[:, -5:], oracle_greedy(model, ids, 5))
+    uncached = GenerationConfig(use_cache=False, max_new_tokens=3, return_dict_in_generate=True, **GREEDY)
+    out = model.generate(ids, uncached)
+    assert torch.equal(out.sequences[:, -3:], oracle_greedy(model, ids, 3))
+    assert out.get(CACHE_FIELD) is None, "use_cache=False given by position still built a cache"
+
+
+def causal_resize_token_embeddings(case: Case) -> None:
+    """`resize_token_embeddings` grows every vocabulary-sized layer: the new ids embed and are predicted, the old
+    ids' logits are unchanged, and the resized model saves and loads back with the same logits."""
+    import tempfile
+
+    model = case.load()
+    ids = case.input_ids[1:]
+    old_vocab = int(model.config.vocab_size)
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    model.resize_token_embeddings(old_vocab + 5)
+    assert model.config.vocab_size == old_vocab + 5
+    with torch.no_grad():
+        after = model(input_ids=ids).logits
+    assert after.shape[-1] == old_vocab + 5
+    torch.testing.assert_close(after[..., :old_vocab], before, rtol=1e-4, atol=1e-5)
+    new_ids = torch.cat([ids, torch.full_like(ids[:, :1], old_vocab + 4)], dim=1)
+    labels = new_ids.clone()
+    loss = model(input_ids=new_ids, labels=labels).loss
+    assert torch.isfinite(loss)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        reloaded = type(model).from_pretrained(folder).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(reloaded(input_ids=new_ids).logits, model(input_ids=new_ids).logits)
+
+
+def causal_padding_row_at_init(case: Case) -> None:
+    """A model built from its config starts with the padding token's embedding row at zero (`padding_idx` rows get
+    no gradient, so a random one would stay random), as in-library models do."""
+    model = case.load()
+    fresh = type(model)(model.config)
+    embeddings = fresh.get_input_embeddings()
+    assert embeddings.padding_idx == model.config.pad_token_id
+    assert torch.count_nonzero(embeddings.weight[embeddings.padding_idx]) == 0
+    assert torch.count_nonzero(embeddings.weight[embeddings.padding_idx + 1]) > 0
+
+
 def causal_cache_argument_names(case: Case) -> None:
     """The cache goes in as `cache` (transformers >= 5.24) or `past_key_values` (the name before 5.24, deprecated with
     a FutureWarning from 5.24 on, as in-library models do); both continue the same sequence alike."""
@@ -593,6 +644,9 @@ CAUSAL_CHECKS: dict[str, Callable[[Case], None]] = {
     "assisted_decoding": causal_assisted_decoding,
     "torch_export": causal_torch_export,
     "generation_config": causal_generation_config_round_trip,
+    "generation_config_positional": causal_generation_config_positional,
+    "resize_token_embeddings": causal_resize_token_embeddings,
+    "padding_row_at_init": causal_padding_row_at_init,
 }
 
 

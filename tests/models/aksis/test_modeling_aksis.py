@@ -136,6 +136,7 @@ def test_config_round_trip(tmp_path):
         ({"hidden_size": 30, "num_attention_heads": 4}, "divisible"),
         ({"hidden_dropout": -0.1}, "hidden_dropout"),
         ({"max_position_embeddings": 0}, "max_position_embeddings"),
+        ({"hidden_act": "nope"}, "hidden_act 'nope' is not an activation transformers knows"),
     ],
 )
 def test_config_rejects_values_that_do_not_fit(bad, words):

@@ -2,6 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 from transformers.utils.type_validators import interval
 
 
@@ -102,6 +103,11 @@ class AksisConfig(PreTrainedConfig):
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads}); change one of them."
+            )
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(
+                f"hidden_act {self.hidden_act!r} is not an activation transformers knows; use one of "
+                f"{', '.join(sorted(ACT2FN))}."
             )
 
 

@@ -426,7 +426,8 @@ class CharTransformerPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """GPT-2 style initialisation: N(0, initializer_range) for weights, zeros for biases, LayerNorm at 1/0."""
+        """GPT-2 style initialisation: N(0, initializer_range) for weights, zeros for biases, LayerNorm at 1/0; the
+        padding token's embedding row at zero (it gets no gradient, as in Llama)."""
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=std)
@@ -434,6 +435,8 @@ class CharTransformerPreTrainedModel(PreTrainedModel):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
@@ -549,7 +552,9 @@ class CharTransformerForCausalLM(CharTransformerPreTrainedModel, GenerationMixin
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         """`GenerationMixin.generate`, with an `CharTransformerCache` (unless another cache is asked for) and the decoding path
         of every `CharTransformerLinear` on for the length of the call."""
-        generation_config = kwargs.get("generation_config") or self.generation_config
+        positional = dict(zip(("inputs", "generation_config"), args, strict=False))  # generate(inputs, config)
+        generation_config = kwargs.get("generation_config") or positional.get("generation_config")
+        generation_config = generation_config or self.generation_config
         if (
             kwargs.get("cache") is None
             and kwargs.get("past_key_values") is None
