@@ -9,11 +9,13 @@ the folder loaded with `trust_remote_code=True` (`run_in_subprocess(folder, "seq
 The reference for generation is an independent oracle (`oracle_seq2seq_greedy`): per unpadded row, the encoder once,
 then plain full forward passes of the decoder over the whole decoder prefix (`use_cache=False`), no `generate()`.
 
-Groups that do not apply to a GRU model are checked for the documented behaviour: attentions (none: the fields stay
-None) and the static cache (refused with a clear error; the GRU state is already fixed in size).
+Groups that do not apply to a GRU model are checked for the documented behaviour: attentions (the GRUs have none: the
+decoder's field stays None) and the static cache (refused with a clear error; the GRU state is already fixed in
+size).
 
 The same checks cover the additions to the seed's design when the folder's config turns them on: with
 `decoder_attention` the decoder's attention over the encoder states is returned as `cross_attentions`, with
+`encoder_self_attention` the encoder's self-attention weights as `encoder_attentions`, with
 `bidirectional_encoder` the encoder states are twice as wide, and with `copy_head` the head's logits are the log of the
 pointer-generator mixture, computed here from the base model's outputs by the documented formula.
 """
@@ -105,9 +107,12 @@ def _expected_logits(head: PreTrainedModel, out: Any) -> torch.Tensor:
     return torch.log((gate * vocab + (1 - gate) * copied).clamp(min=1e-12))
 
 
-def _assert_attention_weights(weights: torch.Tensor, mask: torch.Tensor, where: str) -> None:
-    """(B, 1, T, S) attention over the encoder: a distribution over the real input tokens of each row."""
-    assert weights.dim() == 4 and weights.shape[1] == 1 and weights.shape[-1] == mask.shape[1], (where, weights.shape)
+def _assert_attention_weights(weights: torch.Tensor, mask: torch.Tensor, where: str, heads: int = 1) -> None:
+    """(B, heads, T, S) attention over the encoder: a distribution over the real input tokens of each row."""
+    assert weights.dim() == 4 and weights.shape[1] == heads and weights.shape[-1] == mask.shape[1], (
+        where,
+        weights.shape,
+    )
     torch.testing.assert_close(weights.sum(-1), torch.ones_like(weights.sum(-1)), msg=where)
     padded = (mask == 0)[:, None, None, :].expand_as(weights)
     if padded.any():
@@ -192,19 +197,37 @@ def seq2seq_hidden_states(case: Case) -> None:
     assert plain.encoder_hidden_states is None and plain.decoder_hidden_states is None, "outputs must be opt-in"
 
 
+def _self_attention_heads(config: Any) -> int | None:
+    """The heads of the encoder's self-attention layer (one per 64 channels, at least one), None without it."""
+    if not getattr(config, "encoder_self_attention", False):
+        return None
+    width = _encoder_width(config)
+    heads = max(1, width // 64)
+    return heads if width % heads == 0 else 1
+
+
 def seq2seq_attentions(case: Case) -> None:
-    """The GRUs have no attention: `output_attentions=True` (argument or config) is accepted, changes nothing and
-    leaves the encoder and decoder attentions None. The cross attentions too, unless `decoder_attention` is on: then
-    they hold one (B, 1, T, S) tensor, a distribution over each row's real input tokens, opt-in, the same whether
-    asked by argument or config, and the same in the scheduled-sampling training path."""
+    """The GRUs have no attention: `output_attentions=True` (argument or config) is accepted, changes no output and
+    leaves the decoder attentions None. The encoder attentions too, unless `encoder_self_attention` is on: then they
+    hold one (B, heads, S, S) tensor, each row a distribution over its real input tokens. The cross attentions too,
+    unless `decoder_attention` is on: then they hold one (B, 1, T, S) tensor, a distribution over each row's real
+    input tokens. Both are opt-in, the same whether asked by argument or config, and the cross attentions the same in
+    the scheduled-sampling training path."""
     ids, mask = case.input_ids, case.attention_mask
     for head in (True, False):
         model = case.load(head=head)
         decoder_input_ids = _decoder_input_ids(model.config, ids.shape[0])
         kwargs = {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": decoder_input_ids}
         out = model(**kwargs, output_attentions=True)
-        for name in ("encoder_attentions", "decoder_attentions"):
-            assert getattr(out, name) is None, name
+        assert out.decoder_attentions is None
+        heads = _self_attention_heads(model.config)
+        if heads is not None:
+            assert len(out.encoder_attentions) == 1
+            _assert_attention_weights(out.encoder_attentions[0], mask, "encoder_attentions", heads)
+            assert out.encoder_attentions[0].shape[2] == ids.shape[1]
+            assert model(**kwargs).encoder_attentions is None, "attentions must be opt-in"
+        else:
+            assert out.encoder_attentions is None
         if _attends(model.config):
             assert len(out.cross_attentions) == 1
             _assert_attention_weights(out.cross_attentions[0], mask, "cross_attentions")
@@ -215,6 +238,8 @@ def seq2seq_attentions(case: Case) -> None:
         model.config.output_attentions = True
         again = model(**kwargs)
         assert again.decoder_attentions is None
+        if heads is not None:
+            torch.testing.assert_close(again.encoder_attentions[0], out.encoder_attentions[0])
         if _attends(model.config):
             torch.testing.assert_close(again.cross_attentions[0], out.cross_attentions[0])
         torch.testing.assert_close(again[0], model(**kwargs, output_attentions=False)[0])
@@ -251,9 +276,21 @@ def seq2seq_tuple_outputs(case: Case) -> None:
     encoded = model.get_encoder()(input_ids=ids, attention_mask=mask, return_dict=False)
     assert isinstance(encoded, tuple)
     torch.testing.assert_close(encoded[0], as_dict.encoder_last_hidden_state)
-    # the encoder's tuple goes back in as encoder_outputs, for the same logits
+    # the encoder's tuple goes back in as encoder_outputs, for the same logits, with hidden states and attentions too
     from_tuple = model(encoder_outputs=encoded, attention_mask=mask, labels=labels)
     torch.testing.assert_close(from_tuple.logits, as_dict.logits)
+    encoded = model.get_encoder()(
+        input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True, return_dict=False
+    )
+    everything = model(
+        input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=True, output_attentions=True
+    )
+    from_tuple = model(
+        encoder_outputs=encoded, attention_mask=mask, labels=labels, output_hidden_states=True, output_attentions=True
+    )
+    torch.testing.assert_close(from_tuple.logits, as_dict.logits)
+    for name in ("encoder_hidden_states", "encoder_attentions"):
+        torch.testing.assert_close(getattr(from_tuple, name), getattr(everything, name), msg=name)
     model.config.return_dict = False
     assert isinstance(model(input_ids=ids, attention_mask=mask, labels=labels), tuple)
 
@@ -304,7 +341,13 @@ def seq2seq_generate_dict_outputs(case: Case) -> None:
             assert len(step) == layers + 1, name
             assert step[0].shape == (beams, 1, config.embedding_size), name
             assert all(state.shape == (beams, 1, config.hidden_size) for state in step[1:]), name
-        assert out.encoder_attentions is None, name
+        heads = _self_attention_heads(config)
+        if heads is not None:  # once, for the prompt of each row (beams repeat their row's)
+            assert len(out.encoder_attentions) == 1, name
+            assert out.encoder_attentions[0].shape == (batch, heads, prompt, prompt), name
+            _assert_attention_weights(out.encoder_attentions[0], mask, name, heads)
+        else:
+            assert out.encoder_attentions is None, name
         assert all(step is None for step in out.decoder_attentions or ()), name
         if _attends(config):  # per step, the attention of each beam over its row's input
             assert len(out.cross_attentions) == new, name
@@ -492,6 +535,81 @@ def seq2seq_cache_argument_names(case: Case) -> None:
     torch.testing.assert_close(results["cache"], whole)
 
 
+def seq2seq_decoder_padding(case: Case) -> None:
+    """`decoder_attention_mask` with padding before the decoder's tokens (a batch of decoder prompts of different
+    lengths, left-padded) gives, at the real positions, the logits and the cache of the prompt without padding, as
+    BART does; batched `generate()` from such prompts writes each row's tokens of the row alone."""
+    model = case.load()
+    ids, mask = case.input_ids[1:2], case.attention_mask[1:2]
+    prompt = _decoder_input_ids(model.config, 1, 4)
+    pad = model.config.pad_token_id
+    padded = torch.cat([torch.full_like(prompt[:, :2], pad), prompt], dim=1)
+    padded_mask = torch.cat([torch.zeros_like(prompt[:, :2]), torch.ones_like(prompt)], dim=1)
+    with torch.no_grad():
+        alone = model(input_ids=ids, attention_mask=mask, decoder_input_ids=prompt, use_cache=True)
+        both = model(
+            input_ids=ids,
+            attention_mask=mask,
+            decoder_input_ids=padded,
+            decoder_attention_mask=padded_mask,
+            use_cache=True,
+        )
+    torch.testing.assert_close(both.logits[:, 2:], alone.logits)
+    torch.testing.assert_close(_get_cache(both).hidden_state, _get_cache(alone).hidden_state)
+    longer = _decoder_input_ids(model.config, 1, 6)
+    batch = {
+        "input_ids": ids.expand(2, -1),
+        "attention_mask": mask.expand(2, -1),
+        "decoder_input_ids": torch.cat([padded, longer]),
+        "decoder_attention_mask": torch.cat([padded_mask, torch.ones_like(longer)]),
+    }
+    out = model.generate(**batch, max_new_tokens=4, do_sample=False, num_beams=1, eos_token_id=None)
+    for row, start in enumerate((prompt, longer)):
+        single = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            decoder_input_ids=start,
+            max_new_tokens=4,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=None,
+        )
+        assert torch.equal(out[row, -4:], single[0, -4:]), f"row {row}: {out[row].tolist()} != {single[0].tolist()}"
+
+
+def seq2seq_resize_token_embeddings(case: Case) -> None:
+    """`resize_token_embeddings` grows every vocabulary-sized layer (the embedding, the output layer and the Thinking
+    Net's bag-of-words logits): the old tokens' logits are unchanged (without the copy head, whose logits are
+    log-probabilities), a new token embeds and is a label, and the resized model saves and loads back with the same
+    logits."""
+    import tempfile
+
+    model = case.load()
+    ids, mask = case.input_ids, case.attention_mask
+    decoder_input_ids = _decoder_input_ids(model.config, ids.shape[0])
+    old_vocab = int(model.config.vocab_size)
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_input_ids).logits
+    model.resize_token_embeddings(old_vocab + 5, mean_resizing=False)
+    assert model.config.vocab_size == old_vocab + 5
+    with torch.no_grad():
+        after = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_input_ids).logits
+    assert after.shape[-1] == old_vocab + 5
+    if not model.config.copy_head:  # with the copy head the logits are log-probabilities: new tokens take some mass
+        torch.testing.assert_close(after[..., :old_vocab], before)
+    labels = _labels(case).clone()
+    labels[:, 1] = old_vocab + 4
+    new_ids = ids.clone()
+    new_ids[:, -1] = old_vocab + 3
+    assert torch.isfinite(model(input_ids=new_ids, attention_mask=mask, labels=labels).loss)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        reloaded = type(model).from_pretrained(folder).eval()
+        with torch.no_grad():
+            kwargs = {"input_ids": new_ids, "attention_mask": mask, "decoder_input_ids": decoder_input_ids}
+            torch.testing.assert_close(reloaded(**kwargs).logits, model(**kwargs).logits)
+
+
 CHECKS: dict[str, Callable[[Case], None]] = {
     "cache_argument_names": seq2seq_cache_argument_names,
     "base_model": seq2seq_base_model,
@@ -505,4 +623,6 @@ CHECKS: dict[str, Callable[[Case], None]] = {
     "inputs_embeds": seq2seq_inputs_embeds,
     "assisted_decoding": seq2seq_assisted_decoding,
     "generation_config": seq2seq_generation_config,
+    "decoder_padding": seq2seq_decoder_padding,
+    "resize_token_embeddings": seq2seq_resize_token_embeddings,
 }

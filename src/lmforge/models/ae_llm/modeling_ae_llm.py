@@ -70,6 +70,27 @@ def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: int, decoder_start
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+def real_tokens_first(attention_mask: torch.Tensor | None, new_tokens: int) -> torch.Tensor | None:
+    """The (B, T) order that puts the real tokens of the last `new_tokens` columns of a (B, >= T) mask first, in
+    order; None when no padding comes before a real token (no mask, no padding, or right padding only)."""
+    if attention_mask is None:
+        return None
+    mask = attention_mask[:, -new_tokens:]
+    if bool((mask[:, 1:] > mask[:, :-1]).any()):  # a 0 followed by a 1: padding before a real token
+        return torch.argsort((mask == 0).to(torch.int8), dim=1, stable=True)
+    return None
+
+
+def to_positions(tensor: torch.Tensor | None, order: torch.Tensor, dim: int) -> torch.Tensor | None:
+    """Undo `gather(dim, order)`: the (..., T, ...) values computed in `order` put back at their positions."""
+    if tensor is None:
+        return None
+    shape = [1] * tensor.dim()
+    shape[0 if dim == 1 else 1], shape[dim] = order.shape  # (B, T) at the batch and time dimensions
+    index = order.view(shape).expand_as(tensor)
+    return torch.empty_like(tensor).scatter(dim, index, tensor)
+
+
 def load_balancing_loss(router_logits: torch.Tensor, top_k: int) -> torch.Tensor:
     """Switch/Mixtral load-balancing loss: X * sum_e f_e * P_e / k.
 
@@ -254,15 +275,24 @@ class AELLMEncoderSelfAttention(nn.Module):
         self.out_proj.zero_init = True  # type: ignore[assignment]  # read by _init_weights: the layer starts as identity
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, S, D) states and (B, S) mask -> (B, S, D) states that read every real input position."""
+    def forward(
+        self, states: torch.Tensor, mask: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, S, D) states and (B, S) mask -> (B, S, D) states that read every real input position, and with
+        `output_attentions` the (B, heads, S, S) attention weights (computed in the open; SDPA otherwise)."""
         batch_size, seq_len, size = states.shape
         qkv = self.qkv(self.norm(states)).view(batch_size, seq_len, 3, self.num_heads, size // self.num_heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, heads, S, D / heads)
         keep = mask.bool()[:, None, None, :]  # (B, 1, 1, S): attend to real tokens only
-        read = F.scaled_dot_product_attention(query, key, value, attn_mask=keep)  # (B, heads, S, D / heads)
+        weights = None
+        if output_attentions:
+            scores = (query @ key.transpose(-1, -2)) * query.shape[-1] ** -0.5  # (B, heads, S, S)
+            weights = scores.masked_fill(~keep, torch.finfo(scores.dtype).min).softmax(dim=-1)
+            read = weights @ value  # (B, heads, S, D / heads)
+        else:
+            read = F.scaled_dot_product_attention(query, key, value, attn_mask=keep)  # (B, heads, S, D / heads)
         read = read.transpose(1, 2).reshape(batch_size, seq_len, size)
-        return (states + self.dropout(self.out_proj(read))) * mask.unsqueeze(-1).to(states.dtype)
+        return (states + self.dropout(self.out_proj(read))) * mask.unsqueeze(-1).to(states.dtype), weights
 
 
 class AELLMEncoder(nn.Module):
@@ -300,6 +330,7 @@ class AELLMEncoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs: Any,
     ) -> AELLMEncoderOutput:
         r"""
@@ -307,13 +338,16 @@ class AELLMEncoder(nn.Module):
         either side: the real tokens are moved to the front and the GRUs read exactly `attention_mask.sum(-1)` of
         them. With `output_hidden_states`, `hidden_states` holds n + 1 tensors: the input embeddings (B, S, E), then
         the outputs of each GRU layer (B, S, D), zero at padded positions. With `decoder_attention`, `states`,
-        `source_ids` and `source_mask` hold what the decoder attends to. The GRUs have no attention weights:
-        `output_attentions` and the other extra keyword arguments `generate()` sends are ignored.
+        `source_ids` and `source_mask` hold what the decoder attends to. With `encoder_self_attention` and
+        `output_attentions`, `attentions` holds the self-attention's (B, heads, S, S) weights; the GRUs have none.
+        The other extra keyword arguments `generate()` sends are ignored.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds to the AE-LLM encoder.")
         if output_hidden_states is None:
             output_hidden_states = bool(self.config.output_hidden_states)
+        if output_attentions is None:
+            output_attentions = bool(self.config.output_attentions)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, S) -> (B, S, E)
         batch_size, seq_len, _ = inputs_embeds.shape
@@ -358,11 +392,14 @@ class AELLMEncoder(nn.Module):
         follows = torch.roll(mask, 1, dims=1)  # position i has a real token before it
         follows[:, 0] = 0
         previous = torch.roll(inputs_embeds, 1, dims=1) * (follows * mask).unsqueeze(-1).to(inputs_embeds.dtype)
+        attentions = None
         if self.self_attention is not None and top is not None:
-            top = self.self_attention(top, mask)
+            top, weights = self.self_attention(top, mask, output_attentions=output_attentions)
+            attentions = (weights,) if weights is not None else None
         return AELLMEncoderOutput(
             last_hidden_state=latent.unsqueeze(1),  # (B, 1, L)
             hidden_states=hidden_states,
+            attentions=attentions,  # (B, heads, S, S), with encoder_self_attention and output_attentions
             states=top,
             source_ids=input_ids,
             source_mask=mask,
@@ -605,6 +642,18 @@ class AELLMHyperAdapter(nn.Module):
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.up_proj(F.gelu(self.down_proj(self.norm(latent))))  # (B, L) -> (B, V)
 
+    @torch.no_grad()
+    def resize_vocabulary(self, vocab_size: int) -> None:
+        """V -> `vocab_size` outputs: the kept tokens keep their rows, new tokens start at the mean row."""
+        old = self.up_proj
+        kept = min(old.out_features, vocab_size)
+        new = nn.Linear(old.in_features, vocab_size, device=old.weight.device, dtype=old.weight.dtype)
+        new.weight[:kept] = old.weight[:kept]
+        new.weight[kept:] = old.weight.mean(dim=0)
+        new.bias[:kept] = old.bias[:kept]
+        new.bias[kept:] = old.bias.mean()
+        self.up_proj = new
+
 
 @dataclass
 class AELLMThinkingOutput(ModelOutput):
@@ -677,6 +726,17 @@ class AELLMPreTrainedModel(PreTrainedModel):
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """`PreTrainedModel.resize_token_embeddings`, and the Thinking Net's bag-of-words output (one logit per
+        token) resized with the token embedding."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        for module in self.modules():
+            if isinstance(module, AELLMHyperAdapter):
+                module.resize_vocabulary(embeddings.num_embeddings)
+        return embeddings
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """N(0, initializer_range) for linear and embedding weights (library default), Xavier/orthogonal GRU weights,
@@ -705,9 +765,10 @@ class AELLMSeq2SeqModelOutput(Seq2SeqModelOutput):
     r"""
     The output of [`AELLMModel`]: a `Seq2SeqModelOutput` whose `last_hidden_state` is the (B, T, H) output of the top
     decoder GRU layer (the attentional output with `decoder_attention`), whose cache is an [`AELLMRecurrentCache`] and
-    whose `encoder_last_hidden_state` is the (B, 1, L) encoder latent. The GRUs have no attention weights: the encoder
-    and decoder attention fields stay None, and `cross_attentions` too unless `decoder_attention` is on and
-    `output_attentions` asked (then one (B, 1, T, S) tensor: one layer, one head). Then:
+    whose `encoder_last_hidden_state` is the (B, 1, L) encoder latent. The GRUs have no attention weights: the decoder
+    attention field stays None; `encoder_attentions` holds one (B, heads, S, S) tensor when `encoder_self_attention`
+    is on and `output_attentions` asked, and `cross_attentions` one (B, 1, T, S) tensor (one layer, one head) when
+    `decoder_attention` is on and `output_attentions` asked. Then:
 
     latent (`torch.FloatTensor` of shape `(B, L)`):
         The latent the decoder decoded from (encoder latent, or Thinking Net output in "answer" mode).
@@ -736,8 +797,8 @@ class AELLMSeq2SeqLMOutput(Seq2SeqLMOutput):
     r"""
     A `Seq2SeqLMOutput` with the parts of the loss and the latent. `loss == lm_loss_coef * lm_loss +
     latent_loss_coef * latent_loss + router_aux_loss + bow_loss + copy_loss` (latent, router and bag-of-words losses
-    only in "answer" mode, the last three already multiplied by their coefficients). The cache is an [`AELLMRecurrentCache`]; the attention fields stay None
-    (a GRU has no attention).
+    only in "answer" mode, the last three already multiplied by their coefficients). The cache is an [`AELLMRecurrentCache`]; the attention fields hold
+    the weights of the optional attention layers only (a GRU has no attention).
 
     lm_loss (`torch.FloatTensor` of shape `()`):
         Token cross-entropy of the decoder against `labels` (reconstruction or answer).
@@ -826,8 +887,10 @@ class AELLMModel(AELLMPreTrainedModel):
             Decoder inputs, starting with `decoder_start_token_id` (see [`shift_tokens_right`]); with a `cache`, only
             the tokens it has not seen. `decoder_inputs_embeds` (B, T, E) can stand in for them.
         decoder_attention_mask (`torch.Tensor`, *optional*):
-            Accepted for API compatibility; the decoder is causal by construction and padding positions carry -100
-            labels, so it is not needed.
+            (B, T) or, with a cache, (B, seen + T): 1 for real decoder tokens, 0 for padding. Padding may sit on either
+            side: the real tokens go through the GRUs first, in order, so a left-padded row gives the same outputs at
+            its real positions (and the same cache) as the row without its padding. Right padding needs no mask (the
+            decoder is causal, and padded labels are -100).
         encoder_outputs (`AELLMEncoderOutput`, *optional*):
             Output of `get_encoder()`; its `last_hidden_state` (B, 1, L) is the latent (and, with `decoder_attention`,
             its `states`, `source_ids` and `source_mask` are what the decoder attends to).
@@ -865,6 +928,7 @@ class AELLMModel(AELLMPreTrainedModel):
                 attention_mask=attention_mask,
                 inputs_embeds=inputs_embeds,
                 output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
                 return_dict=True,
             )
         else:
@@ -885,9 +949,24 @@ class AELLMModel(AELLMPreTrainedModel):
                 f"{self.config.max_position_embeddings} it writes (max_position_embeddings); lower max_new_tokens."
             )
         hidden_state = cache.hidden_state if cache is not None else None
+        order = real_tokens_first(decoder_attention_mask, decoder_inputs_embeds.shape[1])
+        if order is not None:  # padding before real tokens: the GRUs read the real tokens first, then the padding
+            decoder_inputs_embeds = decoder_inputs_embeds.gather(
+                1, order.unsqueeze(-1).expand_as(decoder_inputs_embeds)
+            )
         decoded = self.decoder(
             decoder_inputs_embeds, latent, hidden_state, output_hidden_states=output_hidden_states, encoded=encoded
         )
+        if order is not None:  # every per-token output back at its token's position
+            decoded = AELLMDecoderOutput(
+                outputs=to_positions(decoded.outputs, order, dim=1),
+                states=to_positions(decoded.states, order, dim=2),
+                hidden_states=tuple(to_positions(state, order, dim=1) for state in decoded.hidden_states)
+                if decoded.hidden_states is not None
+                else None,
+                attention=to_positions(decoded.attention, order, dim=1),
+                copy_gate=to_positions(decoded.copy_gate, order, dim=1),
+            )
         if use_cache:
             if cache is None:
                 cache = AELLMRecurrentCache(self.config)
@@ -903,6 +982,7 @@ class AELLMModel(AELLMPreTrainedModel):
             else None,
             encoder_last_hidden_state=encoder_latent,
             encoder_hidden_states=encoded.hidden_states,
+            encoder_attentions=encoded.attentions if output_attentions else None,
             latent=latent,
             router_logits=thought.router_logits if thought is not None else None,
             bow_logits=thought.bow_logits if thought is not None else None,
@@ -914,13 +994,15 @@ class AELLMModel(AELLMPreTrainedModel):
 
     def as_encoder_output(self, encoder_outputs: BaseModelOutput | tuple[Any, ...]) -> AELLMEncoderOutput:
         """`encoder_outputs` as an [`AELLMEncoderOutput`]: from the encoder's dict, a plain `BaseModelOutput` (the
-        latent, and its hidden states) or the encoder's tuple: (latent, hidden states if any, and with
-        `decoder_attention` states, source_ids, source_mask, previous_embeds)."""
+        latent, its hidden states and attentions) or the encoder's tuple: (latent, hidden states if any, attentions if
+        any, and with `decoder_attention` states, source_ids, source_mask, previous_embeds)."""
         if isinstance(encoder_outputs, AELLMEncoderOutput):
             return encoder_outputs
         if isinstance(encoder_outputs, BaseModelOutput):
             return AELLMEncoderOutput(
-                last_hidden_state=encoder_outputs.last_hidden_state, hidden_states=encoder_outputs.hidden_states
+                last_hidden_state=encoder_outputs.last_hidden_state,
+                hidden_states=encoder_outputs.hidden_states,
+                attentions=encoder_outputs.attentions,
             )
         parts = tuple(encoder_outputs)
         extra: dict[str, Any] = {}
@@ -932,9 +1014,10 @@ class AELLMModel(AELLMPreTrainedModel):
                 "source_mask": source_mask,
                 "previous_embeds": previous,
             }
-        return AELLMEncoderOutput(
-            last_hidden_state=parts[0], hidden_states=parts[1] if len(parts) > 1 else None, **extra
-        )
+        # After the latent: hidden states ((B, S, *) tensors), then attentions ((B, heads, S, S) tensors), if any
+        hidden = next((part for part in parts[1:] if part[0].dim() == 3), None)
+        attentions = next((part for part in parts[1:] if part[0].dim() == 4), None)
+        return AELLMEncoderOutput(last_hidden_state=parts[0], hidden_states=hidden, attentions=attentions, **extra)
 
 
 class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
@@ -948,9 +1031,10 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
       embeddings (B, T, E), then each decoder GRU layer's outputs (B, T, H)): num_hidden_layers + 1 tensors each, the
       first narrower or wider than the others, as E and H differ. The encoder's `last_hidden_state` is the latent
       (B, 1, L), returned as `encoder_last_hidden_state`.
-    - Attentions: do not apply, a GRU has none. `output_attentions=True` is accepted and changes nothing: the
-      `encoder_attentions`, `decoder_attentions` and `cross_attentions` fields stay None (and are None in
-      `generate()` outputs too).
+    - Attentions: a GRU has none, so `decoder_attentions` stays None. With `output_attentions=True` (argument or
+      config), `encoder_attentions` holds the weights of the encoder's self-attention layer (`encoder_self_attention`)
+      and `cross_attentions` those of the decoder's attention over the encoder states (`decoder_attention`), in
+      `forward` and in `generate()` outputs; without those layers they stay None.
     - Tuple outputs: `return_dict=False` (argument or config) returns the tuple of the non-None fields.
     - `generate()`: greedy, sampling, beam search and beam sampling, with `return_dict_in_generate` and scores,
       logits and hidden states (encoder hidden states once, decoder hidden states per step).
@@ -1221,6 +1305,7 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
                 attention_mask=attention_mask,
                 inputs_embeds=inputs_embeds,
                 output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
                 return_dict=True,
             )
         outputs: AELLMSeq2SeqModelOutput = self.model(
@@ -1229,6 +1314,7 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
             decoder_input_ids=decoder_input_ids[:, :1]
             if scheduled and decoder_input_ids is not None
             else decoder_input_ids,
+            decoder_attention_mask=None if scheduled else decoder_attention_mask,
             encoder_outputs=encoder_outputs,
             cache=cache,
             inputs_embeds=inputs_embeds,
@@ -1298,6 +1384,7 @@ class AELLMForConditionalGeneration(AELLMPreTrainedModel, GenerationMixin):
             cross_attentions=cross_attentions,
             encoder_last_hidden_state=outputs.encoder_last_hidden_state,
             encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
             lm_loss=lm_loss,
             router_aux_loss=router_aux_loss,
             bow_loss=bow_loss,
