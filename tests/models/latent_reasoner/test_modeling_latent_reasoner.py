@@ -315,6 +315,9 @@ def test_config_defaults_and_sub_configs_from_dicts() -> None:
         ({"dropout": 1.0}, "smaller than 1.0"),
         ({"hidden_act": "nope"}, "activation function"),
         ({"decoder": {"model_type": "t5"}}, "decoder-only causal language model"),
+        ({"decoder_start_token_id": 60_000}, r"decoder_start_token_id \(60000\) is not a token of the decoder"),
+        ({"pad_token_id": -5}, r"pad_token_id \(-5\) is not a token of the decoder"),
+        ({"num_prefix_tokens": 1024}, "leaves no room in the decoder's context of 1024"),
     ],
 )
 def test_config_validation_errors(kwargs: dict, message: str) -> None:

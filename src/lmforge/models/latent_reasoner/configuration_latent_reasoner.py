@@ -126,10 +126,24 @@ class LatentReasonerConfig(PreTrainedConfig):
                     "needs a single-stack encoder (loaded with AutoModel) and a decoder-only causal language model "
                     "(loaded with AutoModelForCausalLM)."
                 )
-        if not isinstance(getattr(self.decoder, "vocab_size", None), int):
+        vocab_size = getattr(self.decoder, "vocab_size", None)
+        if not isinstance(vocab_size, int):
             raise ValueError(
                 f"The decoder config ({type(self.decoder).__name__}) has no integer `vocab_size`; the decoder must be "
                 "a causal language model."
+            )
+        for name in ("decoder_start_token_id", "pad_token_id"):
+            token_id = getattr(self, name)
+            if token_id is not None and not 0 <= token_id < vocab_size:
+                raise ValueError(
+                    f"{name} ({token_id}) is not a token of the decoder, whose vocabulary has {vocab_size} ids; give "
+                    f"an id in [0, {vocab_size - 1}] or leave it unset to use the decoder's own."
+                )
+        context = getattr(self.decoder, "max_position_embeddings", None) or getattr(self.decoder, "n_positions", None)
+        if isinstance(context, int) and self.num_prefix_tokens >= context:
+            raise ValueError(
+                f"num_prefix_tokens ({self.num_prefix_tokens}) leaves no room in the decoder's context of {context} "
+                "positions; use fewer prefix tokens or a decoder with a longer context."
             )
 
     @property
