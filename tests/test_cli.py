@@ -356,3 +356,20 @@ def test_model_folder_without_weights_or_tokenizer(tmp_path: Path, tiny_model_di
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (broken / name).unlink()
     assert_one_line_error(lmforge("generate", "--model-path", str(broken)), "tokenizer")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# sampling-study: the model folder by --model-path, as in every other command (or by position)
+
+
+def test_sampling_study_takes_the_model_path_option(tmp_path: Path, tiny_model_dirs: dict, lmforge: Run) -> None:
+    model = str(tiny_model_dirs["aksis"])
+    out = tmp_path / "study"
+    settings = ["--reference-model", "none", "--prompt", PROMPT, "--num-seeds", "2", "--max-new-tokens", "3"]
+    result = lmforge("sampling-study", "--model-path", model, "--output-dir", str(out), *settings)
+    assert result.code == 0, result.err[-2000:]
+    table = (out / "sampling_study_table.md").read_text(encoding="utf-8")
+    assert table in result.out and "| greedy |" in table
+    assert_one_line_error(lmforge("sampling-study", *settings), "give the model folder: lmforge sampling-study")
+    both = lmforge("sampling-study", model, "--model-path", str(tmp_path / "other"), *settings)
+    assert_one_line_error(both, "two model folders given")

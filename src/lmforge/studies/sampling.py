@@ -1,4 +1,4 @@
-"""Sampling study: how decoding strategies change what a saved model writes (`lmforge sampling-study MODEL_DIR`).
+"""Sampling study: how decoding strategies change what a saved model writes (`lmforge sampling-study --model-path DIR`).
 
 Every strategy (greedy, several temperatures, top-k, top-p, beam search) generates from the same prompts with the
 same seeds, through the inference layer (`TextGenerator.generate` with `GenerationSettings`), so the only thing that
