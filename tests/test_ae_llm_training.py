@@ -359,6 +359,16 @@ def test_transition_trains_the_thinking_net_on_the_latent_loss(phases: dict[str,
         json.loads(line) for line in (phases["transition"] / "train_predictions.jsonl").read_text().splitlines()
     ]
     assert len(learned) == 6 and learned[0]["input"] == "How many wheels does a tricycle have?"
+    # the reported train error is the model's own latent loss on those six pairs (one forward pass each, here)
+    model = AutoModelForSeq2SeqLM.from_pretrained(phases["transition"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(phases["transition"])
+    losses = []
+    with torch.no_grad():
+        for row in learned:
+            question = tokenizer(row["input"], truncation=True, max_length=48, return_tensors="pt")
+            labels = tokenizer(row["answers"][0], truncation=True, max_length=16, return_tensors="pt")["input_ids"]
+            losses.append(float(model(**question, labels=labels).latent_loss))
+    assert metrics["train_latent_mse"] == pytest.approx(sum(losses) / len(losses), rel=1e-4)
     assert "train_latent_mse" not in json.loads((phases["finetune"] / "eval_results.json").read_text(encoding="utf-8"))
     # the autoencoder phase has no Thinking Net output to score
     assert "eval_latent_mse" not in json.loads((phases["autoencoder"] / "eval_results.json").read_text("utf-8"))

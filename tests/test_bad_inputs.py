@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from lmforge.cli.main import main
 
 from .conftest import REPO_ROOT, TINY_AKSIS
-from .saved_models import golden_copy
+from .saved_models import golden_copy, load_auto, oracle_decode
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 SRC = REPO_ROOT / "src" / "lmforge"
@@ -182,18 +182,24 @@ def test_installed_command_reports_an_offline_hub_id_in_one_line(inputs) -> None
     assert not (Path(inputs["out"]) / "model.safetensors").exists()
 
 
-def test_prompt_longer_than_the_context_keeps_its_end_with_a_warning(trained_aksis_dir, capsys, caplog) -> None:
-    prompt = "First Citizen: speak, speak. " * 40  # far more than the 64-token context
+def test_prompt_longer_than_the_context_keeps_its_end_with_a_warning(tiny_model_dirs, capsys, caplog) -> None:
+    folder = tiny_model_dirs["aksis"]  # its greedy text depends on the prompt (a trained tiny one repeats a letter)
+    prompt = "Before we proceed any further, hear me. " + "First Citizen: speak, speak. " * 40 + "All: Resolved."
     logger = logging.getLogger("lmforge.inference")  # its parent may not propagate (set up by a training run)
     logger.addHandler(caplog.handler)
     try:
-        code = main(["generate", "--model-path", str(trained_aksis_dir), "--prompt", prompt, "--num-tokens", "8"])
+        code = main(["generate", "--model-path", str(folder), "--prompt", prompt, "--num-tokens", "8"])
     finally:
         logger.removeHandler(caplog.handler)
     assert code == 0
     assert any("Prompt longer than 56 tokens: only its last 56 tokens are used" in r.message for r in caplog.records)
     out = capsys.readouterr().out
     assert out.startswith(prompt) and len(out.rstrip("\n")) > len(prompt)
+    # the new text is the oracle's greedy continuation of the prompt's last 56 tokens (not of its first 56)
+    model, tokenizer, _ = load_auto("aksis", folder)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    kept_end = oracle_decode(model, tokenizer, ids[-56:], 8, strip=False)
+    assert out == prompt + kept_end + "\n" and kept_end != oracle_decode(model, tokenizer, ids[:56], 8, strip=False)
 
 
 # --- Safety: safetensors only, remote code only on request ---

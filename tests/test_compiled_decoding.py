@@ -130,11 +130,13 @@ def test_cli_generate_with_compile_decoding(tiny_model_dirs: dict, capsys) -> No
 
     folder, prompt = str(tiny_model_dirs["char_transformer"]), PROMPTS["char_transformer"][0]
     argv = ["generate", "--model-path", folder, "--prompt", prompt, "--max-new-tokens", "8", "--compile-decoding"]
+    graphs = counters["stats"]["unique_graphs"]
     try:
         assert main(argv) == 0
     finally:
         torch._dynamo.reset()
     assert capsys.readouterr().out == prompt + golden_text("char_transformer", prompt) + "\n"
+    assert counters["stats"]["unique_graphs"] > graphs, "the command decoded eagerly: Dynamo compiled no graph"
 
 
 def test_compiled_decoding_keeps_the_other_settings() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from lmforge.models import SPECS
 
@@ -75,6 +76,7 @@ def test_demo_with_compile_decoding_writes_the_golden_text(tiny_model_dirs: dict
     from lmforge.demo import build_demo
 
     torch._dynamo.reset()
+    graphs = counters["stats"]["unique_graphs"]
     try:
         generate = _handler(build_demo(Path(tiny_model_dirs["aksis"]), compile_decoding=True), "generate")
         for prompt in PROMPTS["aksis"]:
@@ -82,6 +84,7 @@ def test_demo_with_compile_decoding_writes_the_golden_text(tiny_model_dirs: dict
             assert shown == prompt + golden_text("aksis", prompt)
     finally:
         torch._dynamo.reset()
+    assert counters["stats"]["unique_graphs"] > graphs, "the demo decoded eagerly: Dynamo compiled no graph"
 
 
 @requires_gradio

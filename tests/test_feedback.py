@@ -67,6 +67,12 @@ def test_bad_preference_input_is_one_line(tmp_path, capsys) -> None:
         append_judgement(tmp_path / "f.jsonl", {"prompt": "p", "rejected": "r", "chosen_by": "a", "rejected_by": "b"})
 
 
+def _button_handler(demo, elem_id: str):
+    """The Python function behind the click of the page's button `elem_id`."""
+    button = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == elem_id)
+    return next(fn.fn for fn in demo.fns.values() if any(target[0] == button._id for target in fn.targets))
+
+
 @requires_gradio
 def test_side_by_side_handlers_record_a_blind_judgement(tiny_model_dirs, tmp_path) -> None:
     """Two systems, shown in random order; the judgement names the text and the system of each side."""
@@ -76,23 +82,25 @@ def test_side_by_side_handlers_record_a_blind_judgement(tiny_model_dirs, tmp_pat
 
     path = tmp_path / "feedback.jsonl"
     demo = build_demo(tiny_model_dirs["aksis"], feedback_file=path)
-    generate_pair, judge_left = _handler(demo, "generate_pair"), _handler(demo, "<lambda>")
+    generate_pair = _handler(demo, "generate_pair")
+    judges = {side: _button_handler(demo, f"prefer_{side}") for side in ("left", "right")}
     random.seed(0)  # the page's shuffle, made reproducible
-    sides = set()
-    for _ in range(8):
+    sides, expected = set(), []
+    for turn in range(8):
         left, right, state, _ = generate_pair("First Citizen:", "greedy", "beam search 4", 6)
         pair = json.loads(state)
         assert (left, right) == (pair["left"]["text"], pair["right"]["text"])
         sides.add(pair["left"]["by"])
-        assert judge_left(state)[0] == ""  # judged: the pair is cleared, so it is not recorded twice
+        better, worse = ("left", "right") if turn % 2 == 0 else ("right", "left")  # each button in turn
+        assert judges[better](state)[0] == ""  # judged: the pair is cleared, so it is not recorded twice
+        expected.append((pair[better]["by"], pair[worse]["by"], pair[better]["text"], pair[worse]["text"]))
     assert sides == {"greedy", "beam search 4"}  # the order is randomised
     records = read_judgements(path)
     assert len(records) == 8 and all(r["prompt"] == "First Citizen:" for r in records)
-    assert {(r["chosen_by"], r["rejected_by"]) for r in records} <= {
-        ("greedy", "beam search 4"),
-        ("beam search 4", "greedy"),
-    }
+    # the button's side is the one recorded as chosen: its system and its text
+    assert [(r["chosen_by"], r["rejected_by"], r["chosen"], r["rejected"]) for r in records] == expected
+    assert {r["chosen_by"] for r in records} == {"greedy", "beam search 4"}
     with pytest.raises(gradio.Error):
         generate_pair("x", "greedy", "greedy", 4)
     with pytest.raises(gradio.Error):
-        judge_left("")
+        judges["left"]("")

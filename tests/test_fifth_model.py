@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from lmforge import models
 from lmforge.cli.main import main
 from lmforge.hub.cards import render_model_card
+from lmforge.inference import GenerationSettings, TextGenerator
 
 from .conftest import SAMPLE_TEXT
 from .toy_decoder import ToyDecoderConfig, ToyDecoderForCausalLM, ToyDecoderModel, toy_spec
@@ -91,7 +92,10 @@ def test_train_saves_a_model_of_the_fifth_type(toy_run: Path) -> None:
 # spec (prompt style, processor class, modes); these two tests depend on that layer.
 def test_generate_and_chat(toy_run: Path, monkeypatch, capsys) -> None:
     assert main(["generate", "--model-path", str(toy_run), "--prompt", "Once", "--num-tokens", "4"]) == 0
-    assert capsys.readouterr().out.startswith("Once")
+    # the prompt, then the model's greedy continuation of it (at least one new character)
+    greedy = GenerationSettings(max_new_tokens=4, do_sample=False)
+    new_text = TextGenerator.from_pretrained(toy_run).generate("Once", greedy)
+    assert new_text and capsys.readouterr().out == "Once" + new_text + "\n"
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello there\n/exit\n"))
     assert main(["chat", "--model-path", str(toy_run), "--max-new-tokens", "4"]) == 0
     assert "model>" in capsys.readouterr().out

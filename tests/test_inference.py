@@ -23,7 +23,7 @@ from lmforge.models import SPECS, LatentReasonerProcessor
 
 from .conftest import REPO_ROOT
 from .golden import PROMPTS, golden_text
-from .models.contract import oracle_beam_search
+from .models.contract import oracle_beam_search, oracle_generate
 from .saved_models import LATENT_TEXT_A, LATENT_TEXT_B, load_auto, oracle_chat_text, oracle_text
 
 ARCHITECTURES = ["aksis", "char_transformer", "ae_llm", "latent_reasoner"]
@@ -232,7 +232,22 @@ def test_a_cancelled_generation_stops_at_once(generators: dict) -> None:
     assert stream.completion.completion_tokens <= 3
 
 
-def test_interpolate_decodes_from_the_mix_of_two_latent_vectors(generators: dict) -> None:
+@torch.no_grad()
+def oracle_interpolation(folder: Path, text_a: str, text_b: str, alpha: float, max_new_tokens: int) -> str:
+    """The oracle's greedy text from (1 - alpha) * latent(text_a) + alpha * latent(text_b): each latent vector from a
+    forward pass of the saved LatentReasoner (transformers' Auto class), the mix computed here."""
+    model, reader, writer = load_auto("latent_reasoner", folder)
+    latents = []
+    for text in (text_a, text_b):
+        ids = torch.tensor([reader(text)["input_ids"]])
+        latents.append(model.get_latent_vector(ids, attention_mask=torch.ones_like(ids)))
+    mix = (1 - alpha) * latents[0] + alpha * latents[1]
+    eos = model.generation_config.eos_token_id
+    new = oracle_generate(model, ids, max_new_tokens, eos_token_id=eos, idea_vectors=mix)  # the ids are not read
+    return str(writer.decode(new, skip_special_tokens=True)).strip()
+
+
+def test_interpolate_decodes_from_the_mix_of_two_latent_vectors(generators: dict, tiny_model_dirs: dict) -> None:
     generator = generators["latent_reasoner"]
     assert "interpolate" in generator.modes
     assert generator.interpolate(LATENT_TEXT_A, LATENT_TEXT_B, 0.0, GREEDY) == golden_text(
@@ -242,7 +257,13 @@ def test_interpolate_decodes_from_the_mix_of_two_latent_vectors(generators: dict
         "latent_reasoner", LATENT_TEXT_B
     )
     streamed = "".join(generator.stream(LATENT_TEXT_A, GREEDY, interpolate_with=LATENT_TEXT_B, alpha=0.5))
-    assert streamed == generator.interpolate(LATENT_TEXT_A, LATENT_TEXT_B, 0.5, GREEDY)
+    halfway = generator.interpolate(LATENT_TEXT_A, LATENT_TEXT_B, 0.5, GREEDY)
+    assert streamed == halfway
+    # alpha 0.5 decodes from exactly the linear mix of the two latent vectors, as the oracle decodes it
+    folder = tiny_model_dirs["latent_reasoner"]
+    alone = oracle_interpolation(folder, LATENT_TEXT_A, LATENT_TEXT_B, 0.0, 8)
+    assert alone == golden_text("latent_reasoner", LATENT_TEXT_A)  # the oracle reads the model as lmforge does
+    assert halfway == oracle_interpolation(folder, LATENT_TEXT_A, LATENT_TEXT_B, 0.5, 8)
     with pytest.raises(LmforgeError, match=r"a aksis model has no latent space .* needs a latent_reasoner model"):
         generators["aksis"].interpolate("a", "b", 0.5, GREEDY)
 

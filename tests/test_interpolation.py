@@ -15,6 +15,7 @@ from lmforge.interpolation import ALPHAS, INTERPOLATION_FILE, write_interpolatio
 from . import test_latent_reasoner_training as training_tests
 from .golden import golden_text
 from .saved_models import LATENT_TEXT_A, LATENT_TEXT_B, golden_copy
+from .test_inference import oracle_interpolation
 
 # The fixtures of the LatentReasoner training tests: the tiny backbones, the dialogues, and the tiny model trained on
 # them by `run_training` (this module trains its own copy).
@@ -89,6 +90,9 @@ def test_write_interpolation_for_a_folder_trained_before(tmp_path: Path) -> None
     assert texts[0] == golden_text("latent_reasoner", LATENT_TEXT_A)
     assert texts[-1] == golden_text("latent_reasoner", LATENT_TEXT_B)
     assert texts[0] != texts[-1]
+    # The rows in between decode from the linear mixes of the two latent vectors, as the oracle decodes them.
+    for alpha, text in zip(ALPHAS[1:-1], texts[1:-1], strict=True):
+        assert text == oracle_interpolation(folder, LATENT_TEXT_A, LATENT_TEXT_B, alpha, 8), alpha
 
     card = render_model_card(folder).text
     assert SECTION in card and HEADER in card

@@ -129,13 +129,40 @@ def test_fp32_newton_schulz_is_torchs_iteration_at_higher_precision(shape):
     assert not torch.equal(ours, torchs)  # it did not run in bf16
 
 
+def newton_schulz_float64(update: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz orthogonalization (torch's coefficients and normalization), in float64 here."""
+    a, b, c = (3.4445, -4.7750, 2.0315)
+    tall = update.size(0) > update.size(1)
+    x = update.double().T if tall else update.double()
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+def step_error(optimizer: torch.optim.Optimizer, starts: list[torch.Tensor], grads: list[torch.Tensor]) -> float:
+    """The largest relative distance, over the parameters, between the update `optimizer.step()` made and Muon's
+    update with a float64 orthogonalization: Nesterov momentum (from the step's buffer), the decoupled weight decay,
+    and `match_rms_adamw`'s learning rate (lr * 0.2 * sqrt(max(rows, cols)))."""
+    group = optimizer.param_groups[0]
+    lr, decay, momentum = group["lr"], group["weight_decay"], group["momentum"]
+    errors = []
+    for param, start, grad in zip(group["params"], starts, grads, strict=True):
+        update = grad.lerp(optimizer.state[param]["momentum_buffer"], momentum)
+        step = lr * 0.2 * max(param.shape) ** 0.5 * newton_schulz_float64(update)
+        expected = start.double() * (1 - lr * decay) - step
+        errors.append(float((param.detach().double() - expected).norm() / step.norm()))
+    return max(errors)
+
+
 def test_fp32_muon_steps_like_torchs_muon():
     """One step of `Float32Muon` and of `torch.optim.Muon` from the same weights and gradients: the same momentum
     buffers exactly, the same weights to bf16 precision of the update."""
     torch.manual_seed(0)
     weights = [torch.randn(12, 20), torch.randn(20, 12)]
     grads = [torch.randn_like(w) for w in weights]
-    results = []
+    results, optimizers_used = [], []
     for cls in (Float32Muon, torch.optim.Muon):
         params = [torch.nn.Parameter(w.clone()) for w in weights]
         for param, grad in zip(params, grads, strict=True):
@@ -143,12 +170,15 @@ def test_fp32_muon_steps_like_torchs_muon():
         optimizer = cls(params, lr=0.1, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
         optimizer.step()
         results.append((params, [optimizer.state[p]["momentum_buffer"] for p in params]))
+        optimizers_used.append(optimizer)
     (ours, our_buffers), (torchs, torch_buffers) = results
     for mine, theirs, start in zip(ours, torchs, weights, strict=True):
         update = theirs.detach() - start
         assert update.abs().max() > 0.01  # the step moved the weights
         assert ((mine.detach() - start) - update).norm() / update.norm() < 0.03
     assert all(torch.equal(a, b) for a, b in zip(our_buffers, torch_buffers, strict=True))
+    # ours orthogonalizes in fp32: its step is the float64 one to fp32 precision; torch's bf16 step is not
+    assert step_error(optimizers_used[0], weights, grads) < 1e-4 < step_error(optimizers_used[1], weights, grads)
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -156,6 +186,18 @@ def test_muon_runs_newton_schulz_in_fp32_where_the_cpu_emulates_bf16(monkeypatch
     monkeypatch.setattr(optimizers, "cpu_has_native_bf16", lambda: native)
     optimizer = muon_with_adamw(tiny_aksis(), [], lr=1e-2, weight_decay=0.0)
     assert type(optimizer.muon) is (torch.optim.Muon if native else Float32Muon)
+    matrices = optimizer.muon.param_groups[0]["params"]
+    starts = [param.detach().clone() for param in matrices]
+    grads = [torch.randn_like(param) for param in matrices]
+    for param, grad in zip(matrices, grads, strict=True):
+        param.grad = grad.clone()
+    optimizer.step()
+    # the step's orthogonalization ran in fp32 (the float64 one to 1e-4) where the CPU emulates bf16, else in bf16
+    error = step_error(optimizer.muon, starts, grads)
+    if native:
+        assert error > 1e-3, error
+    else:
+        assert error < 1e-4, error
 
 
 @pytest.mark.parametrize("native", [True, False])

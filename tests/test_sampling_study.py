@@ -9,10 +9,11 @@ from pathlib import Path
 import evaluate
 import pytest
 import sacrebleu
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge.cli.main import main
 from lmforge.errors import LmforgeError
-from lmforge.evaluation import distinct_n, metric_path, repeated_ngram_share, self_bleu
+from lmforge.evaluation import distinct_n, metric_path, repeated_ngram_share, self_bleu, sliding_window_perplexity
 from lmforge.studies.sampling import METRICS, default_strategies, run_sampling_study
 
 TEXTS = ["a b a b a b", "a b c d"]
@@ -68,6 +69,15 @@ def test_sampling_study_table_holds_every_strategy_and_metric(tiny_model_dirs, t
         assert len(result["generations"]) == 4  # 2 prompts x 2 seeds
         texts = [row["text"] for row in result["generations"]]
         assert result["scores"]["distinct_1"] == distinct_n(texts, 1)
+        if result["options"].get("do_sample"):  # the seed changes a sampled text: same prompt, seeds 0 and 1
+            assert texts[0] != texts[1] and texts[2] != texts[3], result["strategy"]
+    # the perplexity of each strategy's texts under the reference model, computed here from the saved texts
+    reference_lm = AutoModelForCausalLM.from_pretrained(reference)
+    reference_tokenizer = AutoTokenizer.from_pretrained(reference)
+    for result in results:
+        texts = [row["text"] for row in result["generations"] if row["text"].strip()]
+        expected = sliding_window_perplexity(reference_lm, reference_tokenizer, texts).perplexity
+        assert expected > 1.0 and result["scores"]["reference_perplexity"] == pytest.approx(expected, rel=1e-5)
     greedy = next(r for r in results if r["strategy"] == "greedy")
     assert greedy["generations"][0]["text"] == greedy["generations"][1]["text"]  # one text per prompt, every seed
     assert [row["torch_seed"] for row in greedy["generations"]] == [0, 1000, 1, 1001]  # no seed shared by prompts

@@ -27,6 +27,18 @@ TESTS = textwrap.dedent(
     """
 )
 
+# A module that skips while it is collected (its import needs something missing): a collection report, not a test's.
+SKIPPED_MODULE = textwrap.dedent(
+    """
+    import pytest
+
+    pytest.skip("the gguf package is not installed", allow_module_level=True)
+
+    def test_never_collected():
+        pass
+    """
+)
+
 
 def pytest_in(folder: Path, *args: str, enforce: bool) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if key != "LMFORGE_NO_SKIPS"}
@@ -40,6 +52,7 @@ def pytest_in(folder: Path, *args: str, enforce: bool) -> subprocess.CompletedPr
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("skip_policy")
     (root / "test_sample.py").write_text(TESTS, encoding="utf-8")
+    (root / "test_skipped_module.py").write_text(SKIPPED_MODULE, encoding="utf-8")
     (root / "empty").mkdir()
     return root
 
@@ -54,6 +67,15 @@ def test_a_skip_outside_the_allow_list_fails_the_run(folder: Path) -> None:
         "  NOT ALLOWED: test_sample.py::test_skips_for_no_good_reason: the playwright package is not installed"
         in result.stdout
     )
+
+
+def test_a_module_skipped_at_collection_fails_the_run_too(folder: Path) -> None:
+    # with a passing test beside it (alone, the module leaves no test collected: exit code 5, kept as pytest set it)
+    result = pytest_in(folder, "test_skipped_module.py", "test_sample.py", "-k", "test_passes", enforce=True)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "1 passed, 1 skipped" in result.stdout
+    assert "1 skipped: 0 on the allow-list, 1 not allowed (the run fails)" in result.stdout
+    assert "  NOT ALLOWED: test_skipped_module.py: the gguf package is not installed" in result.stdout
 
 
 def test_allowed_skips_pass_and_the_policy_is_off_without_the_variable(folder: Path) -> None:
