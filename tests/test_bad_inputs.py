@@ -79,6 +79,40 @@ CASES = [
         ["train", "{recipe}", "--model_name_or_path", "no-such-user/no-such-model"],
         "no-such-user/no-such-model",
     ),
+    (
+        "local base model not trained yet",
+        ["train", "{recipe}", "--model_name_or_path", "outputs/not-trained-yet"],
+        "'outputs/not-trained-yet' is not a folder here, and the Hub is offline",
+    ),
+    ("base model folder that is no model", ["train", "{recipe}", "--model_name_or_path", "{empty_dir}"], "no config"),
+    ("typo in config_overrides", ["train", "{recipe}", "--config_overrides.hidden_szie", "64"], "'hidden_szie'"),
+    ("config_overrides not a mapping", ["train", "{recipe_overrides_list}"], "config_overrides must be a mapping"),
+    ("negative learning rate", ["train", "{recipe}", "--learning_rate", "-1"], "learning_rate must be > 0, got -1"),
+    ("batch of 0", ["train", "{recipe}", "--per_device_train_batch_size", "0"], "per_device_train_batch_size must"),
+    ("negative seed", ["train", "{recipe}", "--seed", "-5"], "seed must be between 0 and 2**32 - 1"),
+    ("empty recipe", ["train", "{empty_recipe}"], "is empty; give at least model_type"),
+    ("non-UTF-8 recipe", ["train", "{latin1_recipe}"], "is not UTF-8 text"),
+    ("peft section of the wrong kind", ["train", "{recipe}", "--peft", "[8, 16]"], "peft"),
+    ("output dir that is a file", ["train", "{recipe}", "--output-dir", "{corpus}"], "is a file; give a folder"),
+    (
+        "an earlier run in the output dir",
+        ["train", "{recipe}", "--output-dir", "{earlier_run}"],
+        "already holds a run",
+    ),
+    ("negative temperature", ["generate", "--model-path", "{model}", "--temperature", "-1"], "temperature must be 0"),
+    ("no beams", ["generate", "--model-path", "{model}", "--num-beams", "0"], "number of beams must be 1 or more"),
+    ("top-p above 1", ["generate", "--model-path", "{model}", "--top-p", "2"], "top-p must be in (0, 1]"),
+    (
+        "perplexity window beyond the context",
+        ["evaluate", "--model-path", "{model}", "--input-file", "{corpus}", "--max-length", "1000"],
+        "max_length must be between 2 and the model's context",
+    ),
+    ("empty prompt to an encoder-decoder", ["generate", "--model-path", "{ae_llm_model}", "--prompt", " "], "empty"),
+    (
+        "DPO on an empty preference file",
+        ["dpo", "{dpo_recipe}", "--model-path", "{model}", "--preference-file", "{empty}"],
+        "holds no judgements yet",
+    ),
 ]
 
 
@@ -121,6 +155,7 @@ def inputs(tmp_path_factory, trained_aksis_dir: Path, tiny_text_file: Path) -> d
         "recipe_unknown_key": tiny_recipe(tiny_text_file, out, learnin_rate=0.1),
         "recipe_wrong_type": tiny_recipe(tiny_text_file, out, learning_rate="fast"),
         "recipe_no_data": tiny_recipe(None, out),
+        "recipe_overrides_list": tiny_recipe(tiny_text_file, out, config_overrides=[1, 2]),
     }
     for name, recipe in recipes.items():
         files[name] = root / f"{name}.yaml"
@@ -143,6 +178,15 @@ def inputs(tmp_path_factory, trained_aksis_dir: Path, tiny_text_file: Path) -> d
     files.update(unknown_type_model=unknown, no_weights=no_weights, corrupt=corrupt, no_tokenizer=no_tokenizer)
     files.update(ae_llm_model=golden_copy("ae_llm", root / "ae_llm_model"), corpus=tiny_text_file)
     files["pickled"] = pickled
+    files["empty_recipe"] = root / "empty_recipe.yaml"
+    files["empty_recipe"].write_text("", encoding="utf-8")
+    files["latin1_recipe"] = root / "latin1_recipe.yaml"
+    files["latin1_recipe"].write_bytes("# café\nmodel_type: aksis\n".encode("latin-1"))
+    files["empty_dir"] = root / "empty_dir"
+    files["empty_dir"].mkdir()
+    files["earlier_run"] = root / "earlier_run"
+    (files["earlier_run"] / "checkpoint-2").mkdir(parents=True)
+    files.update(model=trained_aksis_dir, dpo_recipe=REPO_ROOT / "recipes" / "aksis" / "dpo.yaml")
     return {name: str(path) for name, path in files.items()}
 
 
@@ -278,3 +322,25 @@ def test_a_folder_with_only_a_pickled_state_dict_is_refused(inputs) -> None:
     line = the_error_line(result.stderr)
     assert "no .safetensors weights" in line and "safetensors only" in line, line
     assert result.stdout == ""
+
+
+def test_temperature_zero_is_greedy_decoding_as_in_the_server() -> None:
+    from lmforge.inference import GenerationSettings
+
+    options = GenerationSettings(do_sample=True, temperature=0.0, top_k=5, top_p=0.5).generation_options()
+    assert options == {"max_new_tokens": 100, "do_sample": False}
+
+
+def test_ports_out_of_range_are_parser_errors(capsys) -> None:
+    for command in ("serve", "demo"):
+        with pytest.raises(SystemExit) as stop:
+            main([command, "--model-path", "x", "--port", "99999"])
+        assert stop.value.code == 2
+        assert "a port is between 0 and 65535, got 99999" in capsys.readouterr().err
+
+
+def test_overwrite_output_dir_starts_over_in_a_folder_with_an_earlier_run(inputs, tmp_path: Path) -> None:
+    earlier = tmp_path / "earlier"
+    shutil.copytree(inputs["earlier_run"], earlier)
+    assert main(["train", inputs["recipe"], "--output-dir", str(earlier), "--overwrite_output_dir", "true"]) == 0
+    assert (earlier / "model.safetensors").is_file()

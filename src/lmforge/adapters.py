@@ -54,9 +54,11 @@ def lora_config(model_type: str, peft: dict[str, Any] | str | None = None) -> "L
     """The `LoraConfig` of a recipe's `peft:` section for `model_type` (task type and default targets filled in)."""
     from peft import LoraConfig
 
-    section: Any = yaml.safe_load(peft) if isinstance(peft, str) else dict(peft or {})
+    section: Any = yaml.safe_load(peft) if isinstance(peft, str) else peft
+    section = {} if section is None else section
     if not isinstance(section, dict):
         raise LmforgeError(f"peft must be a mapping like {{r: 8, lora_alpha: 16}}, got {peft!r}")
+    section = dict(section)
     if model_type not in SPECS:
         raise LmforgeError(f"no LoRA defaults for model_type '{model_type}'; choose one of {sorted(SPECS)}")
     spec = get_spec(model_type)

@@ -25,7 +25,7 @@ from typing import Any
 
 from transformers import TextIteratorStreamer
 
-from .errors import LmforgeError
+from .errors import LmforgeError, one_line
 from .inference import GenerationSettings, TextGenerator, TextStream
 
 # The decoding strategies the side-by-side tab compares (the `GenerationSettings` options of each).
@@ -311,16 +311,20 @@ def launch_demo(
         model_path, feedback_file=feedback_file, compare_model=compare_model, compile_decoding=compile_decoding
     )
     demo.queue(default_concurrency_limit=1, max_size=32)
-    demo.launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        prevent_thread_lock=prevent_thread_lock,
-        show_error=True,
-        ssr_mode=False,
-        footer_links=[],
-        quiet=quiet,  # not quiet: gradio prints the address once it listens
-    )
+    try:
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            prevent_thread_lock=prevent_thread_lock,
+            show_error=True,
+            ssr_mode=False,
+            footer_links=[],
+            quiet=quiet,  # not quiet: gradio prints the address once it listens
+        )
+    except OSError as err:  # gradio: "Cannot find empty port in range: ..." when the port is taken
+        where = f"{host or '127.0.0.1'}:{port or 7860}"
+        raise LmforgeError(f"cannot listen on {where} ({one_line(err)}); pass another --port") from None
     return demo
 
 

@@ -105,6 +105,19 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         if self.max_new_tokens <= 0:
             raise LmforgeError(f"the number of new tokens must be positive, got {self.max_new_tokens}")
+        if self.temperature is not None and self.temperature < 0:
+            raise LmforgeError(f"temperature must be 0 (greedy) or more, got {self.temperature}")
+        if self.temperature == 0:  # temperature 0 is greedy decoding, as in OpenAI's API and `lmforge serve`
+            for name, value in (("do_sample", False), ("temperature", None), ("top_k", None), ("top_p", None)):
+                object.__setattr__(self, name, value)  # a frozen dataclass
+        if self.top_k is not None and self.top_k < 0:
+            raise LmforgeError(f"top-k must be 0 (off) or a positive number of tokens, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise LmforgeError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.num_beams is not None and self.num_beams < 1:
+            raise LmforgeError(f"the number of beams must be 1 or more, got {self.num_beams}")
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+            raise LmforgeError(f"repetition penalty must be positive (1 is none), got {self.repetition_penalty}")
 
     def generation_options(self) -> dict[str, Any]:
         """The `GenerationConfig` fields these settings set (None left out; the sampling ones only when sampling)."""
@@ -479,6 +492,8 @@ class TextGenerator:
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
     def _encode_answer(self, prompts: Sequence[str], max_new_tokens: int) -> Encoded:
+        if any(not prompt.strip() for prompt in prompts):
+            raise LmforgeError(f"the prompt is empty: a {self.model_type} model answers a text, so give one")
         limit = self.max_input_tokens or self.input_limit  # None: the tokenizer's own model_max_length
         encoded = self.processor(list(prompts), padding=True, truncation=True, max_length=limit, return_tensors="pt")
         kept = encoded["attention_mask"].sum(dim=1).tolist()

@@ -30,7 +30,8 @@ def run_quickstart(args: argparse.Namespace, extra: list[str]) -> int:
     from ..training import cpu_bf16_settings, load_recipe, run_training
 
     # bf16 autocast where the CPU has it (about 1.4x the fp32 step); `--bf16 false` turns it off
-    settings: dict[str, Any] = {"output_dir": args.output_dir, **cpu_bf16_settings()}
+    # the quickstart is the same seeded run each time: running it again starts over in its folder
+    settings: dict[str, Any] = {"output_dir": args.output_dir, "overwrite_output_dir": True, **cpu_bf16_settings()}
     if args.max_steps is not None:
         steps = max(1, args.max_steps // 3)
         settings.update(max_steps=args.max_steps, eval_steps=steps, save_steps=steps)

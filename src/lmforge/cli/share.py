@@ -19,6 +19,17 @@ COMPILE_DECODING_HELP = (
 )
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 0-65535 (argparse type)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a whole number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is between 0 and 65535, got {port}")
+    return port
+
+
 def cmd_push(args: argparse.Namespace, extra: list[str]) -> int:
     from ..hub.push import default_staging_dir, push
 
@@ -115,7 +126,7 @@ def add_share_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
     )
     p.add_argument("--model-path", "--model_path", required=True, help="A saved model folder.")
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1, this machine only).")
-    p.add_argument("--port", type=int, default=8000, help="Port (default 8000; 0 picks a free one).")
+    p.add_argument("--port", type=port_number, default=8000, help="Port (default 8000; 0 picks a free one).")
     p.add_argument("--model-id", default=None, help="The model name the API reports (default: the folder's name).")
     p.add_argument("--max-tokens-limit", type=positive_int, default=256, help="Cap on max_tokens (default 256).")
     p.add_argument(
@@ -129,7 +140,7 @@ def add_share_commands(sub: Any, positive_int: Callable[[str], int]) -> None:
     p = sub.add_parser("demo", help="A web page (Gradio) to try a saved model: prompt, sampling, streamed output.")
     p.add_argument("--model-path", "--model_path", required=True, help="A saved model folder.")
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
-    p.add_argument("--port", type=int, default=7860, help="Port (default 7860).")
+    p.add_argument("--port", type=port_number, default=7860, help="Port (default 7860).")
     p.add_argument(
         "--feedback-file",
         default="feedback.jsonl",

@@ -49,7 +49,10 @@ def sliding_window_perplexity(
             f"perplexity over a text needs a causal language model (one that continues text); a "
             f"{model.config.model_type} model is an encoder-decoder that answers its input"
         )
-    max_length = max_length or int(getattr(model.config, "max_position_embeddings", 1024))
+    context = int(getattr(model.config, "max_position_embeddings", 1024))
+    if max_length is not None and not 2 <= max_length <= context:
+        raise LmforgeError(f"max_length must be between 2 and the model's context ({context}), got {max_length}")
+    max_length = max_length or context
     stride = stride or max(1, max_length // 2)
     if stride > max_length:
         raise LmforgeError(f"stride ({stride}) must not exceed max_length ({max_length})")

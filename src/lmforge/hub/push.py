@@ -239,6 +239,8 @@ def push(
     written: dict[str, list[str]] = {}
     if dry_run:
         staging = Path(output_dir) if output_dir else default_staging_dir(model_path)
+        if staging.exists() and not staging.is_dir():
+            raise LmforgeError(f"output_dir {staging} is a file; give a folder for the dry run")
         for plan in plans:
             written[plan.repo_type] = plan.write_to(staging / plan.repo_type)
         return written

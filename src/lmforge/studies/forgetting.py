@@ -326,7 +326,8 @@ def _train(recipe: dict[str, Any], label: str) -> RunOutput:
         logger.info("%s: already trained in %s, reusing it", label, output_dir)
     else:
         logger.info("%s: training into %s", label, output_dir)
-        run_training(*parse_recipe(recipe, source=label))
+        # the study owns its run folders: a changed recipe trains again over the earlier run
+        run_training(*parse_recipe({**recipe, "overwrite_output_dir": True}, source=label))
         marker.write_text(json.dumps(normalized, indent=2), encoding="utf-8")
     results = output_dir / "train_results.json"
     seconds = (

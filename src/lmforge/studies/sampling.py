@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from ..errors import LmforgeError, one_line
 from ..inference import GenerationSettings, TextGenerator
 
@@ -162,9 +164,12 @@ def run_sampling_study(
     if generator.prompt_style != "continue":
         logger.info("%s answers its prompt: the study scores the answers", generator.model_type)
     output = Path(output_dir) if output_dir is not None else Path(model_path) / "sampling_study"
+    if output.exists() and not output.is_dir():
+        raise LmforgeError(f"output_dir {output} is a file; give a folder")
     reference = load_reference(reference_model) if reference_model else None
     results = []
-    for strategy in strategies or default_strategies():
+    chosen = list(strategies or default_strategies())
+    for strategy in tqdm(chosen, desc="sampling study", unit="strategy"):
         rows = generate_all(generator, strategy, prompts, seeds, max_new_tokens)
         scores = score([row["text"] for row in rows], reference)
         results.append(StrategyResult(strategy.name, dict(strategy.options), scores, rows))

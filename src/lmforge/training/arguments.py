@@ -114,6 +114,13 @@ class LmforgeTrainingArguments(TrainingArguments):
             "help": "Stop after this many evaluations without a better eval_loss (needs load_best_model_at_end)."
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start a new run in an output_dir that holds an earlier one (its checkpoints, its interrupted or "
+            "final model); without it such a run stops before it starts, rather than overwrite that work."
+        },
+    )
     sample_prompts: list[str] | None = field(
         default=None, metadata={"help": "Prompts to generate from after training; the samples go into the log."}
     )

@@ -6,10 +6,12 @@ config from `AutoConfig.for_model`, a saved one is loaded with `AutoModelForCaus
 """
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict
@@ -84,7 +86,26 @@ def load_raw_text(data_args: CausalLMDataArguments) -> DatasetDict:
     return load_embedded_corpus(data_args.validation_split_percentage, data_args.max_documents)
 
 
+def check_model_source(name_or_path: str) -> None:
+    """A saved model a run starts from: a folder here must hold a saved model; a name that is no folder here must be
+    a Hub id, which an offline machine cannot fetch. Either mistake is one sentence naming the fix, rather than what
+    transformers says when it falls back to the Hub (a network error, or a missing tokenizer library)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not any((path / name).is_file() for name in ("config.json", "adapter_config.json", "tokenizer.json")):
+            raise LmforgeError(f"'{name_or_path}' has no config.json; it is not a saved model folder")
+        return
+    if path.exists():
+        raise LmforgeError(f"'{name_or_path}' is a file; give the folder of a saved model")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise LmforgeError(
+            f"'{name_or_path}' is not a folder here, and the Hub is offline (HF_HUB_OFFLINE=1): train that model "
+            "first (see the recipe's comments) or fix the path"
+        )
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    check_model_source(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
     except Exception as err:
@@ -99,6 +120,12 @@ def build_config(model_type: str, overrides: dict[str, Any], tokenizer: PreTrain
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
+    known = set(AutoConfig.for_model(model_type).to_dict()) if model_type in SPECS else set()
+    unknown = sorted(key for key in overrides if known and key not in known)
+    if unknown:
+        close = [name for name in sorted(known) if name.startswith(unknown[0][:4])][:3]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise LmforgeError(f"config_overrides: unknown key '{unknown[0]}' for a {model_type} config{hint}")
     values.update(overrides)
     try:
         return AutoConfig.for_model(model_type, **values)

@@ -58,6 +58,8 @@ class PreferenceDPOConfig(DPOConfig):
 def load_preferences(path: str) -> Any:
     if not Path(path).is_file():
         raise LmforgeError(f"preference file not found: {path}")
+    if not Path(path).read_bytes().strip():
+        raise LmforgeError(f"{path} holds no judgements yet; judge some pairs in lmforge demo first")
     dataset = load_dataset("json", data_files=path, split="train")
     missing = [column for column in COLUMNS if column not in dataset.column_names]
     if missing:

@@ -44,8 +44,10 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise LmforgeError(f"recipe {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    except UnicodeDecodeError as err:
+        raise LmforgeError(f"recipe {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     if recipe is None:
-        return {}
+        raise LmforgeError(f"recipe {path} is empty; give at least model_type (see recipes/)")
     if not isinstance(recipe, dict):
         raise LmforgeError(f"recipe {path} must be a mapping of argument names to values")
     return recipe
@@ -217,12 +219,30 @@ def parse_recipe(recipe: Mapping[str, Any], source: str = "recipe") -> tuple[Any
         model_args, data_args, training_args = parser.parse_dict(recipe, allow_extra_keys=False)
     except (ValueError, TypeError) as err:
         raise LmforgeError(f"{source}: {str(err).splitlines()[0]}") from None
-    if isinstance(model_args.config_overrides, str):
-        loaded = yaml.safe_load(model_args.config_overrides)
-        if not isinstance(loaded, dict):
-            raise LmforgeError(f"{source}: config_overrides must be a mapping, got {model_args.config_overrides!r}")
-        model_args.config_overrides = loaded
+    overrides = model_args.config_overrides
+    if isinstance(overrides, str):
+        overrides = yaml.safe_load(overrides)
+    if overrides is not None and not isinstance(overrides, dict):
+        raise LmforgeError(f"{source}: config_overrides must be a mapping, got {model_args.config_overrides!r}")
+    model_args.config_overrides = overrides
+    check_training_numbers(training_args, source)
     return model_args, data_args, training_args
+
+
+def check_training_numbers(training_args: Any, source: str) -> None:
+    """Values `TrainingArguments` accepts but the run would fail on later (in the optimizer, the data loader or the
+    seeding), named before anything runs."""
+    rules = [
+        ("learning_rate", lambda value: value > 0, "must be > 0"),
+        ("per_device_train_batch_size", lambda value: value >= 1, "must be 1 or more"),
+        ("per_device_eval_batch_size", lambda value: value >= 1, "must be 1 or more"),
+        ("gradient_accumulation_steps", lambda value: value >= 1, "must be 1 or more"),
+        ("seed", lambda value: 0 <= value < 2**32, "must be between 0 and 2**32 - 1"),
+    ]
+    for name, fits, rule in rules:
+        value = getattr(training_args, name, None)
+        if isinstance(value, int | float) and not fits(value):
+            raise LmforgeError(f"{source}: {name} {rule}, got {value}")
 
 
 def load_recipe(
@@ -267,9 +287,11 @@ def parse_objective_recipe(recipe: Mapping[str, Any], classes: tuple[type, ...],
         raise LmforgeError(f"{source}: set model_name_or_path (or --model-path): the saved model to tune")
     recipe["model_type"] = resolve_model_type(recipe, source)
     try:
-        return tuple(HfArgumentParser(classes).parse_dict(recipe, allow_extra_keys=False))  # type: ignore[arg-type]
+        parsed = tuple(HfArgumentParser(classes).parse_dict(recipe, allow_extra_keys=False))  # type: ignore[arg-type]
     except (ValueError, TypeError) as err:
         raise LmforgeError(f"{source}: {str(err).splitlines()[0]}") from None
+    check_training_numbers(parsed[-1], source)
+    return parsed
 
 
 __all__ = [

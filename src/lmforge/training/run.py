@@ -97,6 +97,26 @@ def resolve_checkpoint(training_args: LmforgeTrainingArguments) -> str | None:
     return resume
 
 
+def check_output_dir(training_args: LmforgeTrainingArguments, checkpoint: str | None) -> None:
+    """Before any work: output_dir must be a folder (or not exist yet), and a new run (not resuming) must not write
+    over an earlier run's checkpoints, interrupted model or final model unless `overwrite_output_dir` says so."""
+    output_dir = Path(str(training_args.output_dir))
+    if output_dir.exists() and not output_dir.is_dir():
+        raise LmforgeError(f"output_dir {output_dir} is a file; give a folder")
+    resuming = checkpoint is not None or training_args.resume_from_checkpoint not in (None, "", "false", "False")
+    if resuming or training_args.overwrite_output_dir or not output_dir.is_dir():
+        return
+    earlier = sorted(output_dir.glob("checkpoint-*"), key=lambda path: path.name)
+    earlier += [output_dir / name for name in ("interrupted", "model.safetensors", "adapter_model.safetensors")]
+    found = [path.name for path in earlier if path.exists()]
+    if found:
+        raise LmforgeError(
+            f"{output_dir} already holds a run ({', '.join(found[-2:])}); continue it with --resume (recipe key "
+            "resume_from_checkpoint: auto), start over with --overwrite_output_dir true, or choose another "
+            "--output-dir"
+        )
+
+
 def build_setup(
     model_args: ModelArguments, data_args: DataArguments, training_args: LmforgeTrainingArguments
 ) -> TrainingSetup:
@@ -216,6 +236,7 @@ def run_training(
     set_seed(training_args.seed)
     repo_id = hub_repo_id(model_args, training_args)
     checkpoint = resolve_checkpoint(training_args)  # before the slow set-up, so a bad path fails at once
+    check_output_dir(training_args, checkpoint)
     setup = build_setup(model_args, data_args, training_args)
     # The Trainer never pushes (no repository at start, no upload per checkpoint): the run pushes once, at the end.
     trainer_args = copy.copy(training_args)
