@@ -151,7 +151,8 @@ def space_upload_plan(space_id: str, repo_id: str, license: str = "mit") -> Uplo
     )
 
 
-def _hub_offline() -> bool:
+def hub_offline() -> bool:
+    """Whether the Hugging Face Hub is switched off here (`HF_HUB_OFFLINE`)."""
     value = os.environ.get("HF_HUB_OFFLINE", "")
     return bool(constants.HF_HUB_OFFLINE) or value.upper() in {"1", "ON", "YES", "TRUE"}
 
@@ -166,7 +167,7 @@ def check_hub_access(token: str | None = None) -> str:
 
     One-line errors say which is missing: the network (offline mode, or the Hub cannot be reached) or the token.
     """
-    if _hub_offline():
+    if hub_offline():
         raise LmforgeError(
             "cannot reach the Hugging Face Hub: offline mode is on (HF_HUB_OFFLINE=1); unset it to push, or use "
             "--dry-run to write the folder that would be uploaded"

@@ -6,7 +6,6 @@ config from `AutoConfig.for_model`, a saved one is loaded with `AutoModelForCaus
 """
 
 import logging
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -97,7 +96,9 @@ def check_model_source(name_or_path: str) -> None:
         return
     if path.exists():
         raise LmforgeError(f"'{name_or_path}' is a file; give the folder of a saved model")
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    from ..hub.push import hub_offline
+
+    if hub_offline():
         raise LmforgeError(
             f"'{name_or_path}' is not a folder here, and the Hub is offline (HF_HUB_OFFLINE=1): train that model "
             "first (see the recipe's comments) or fix the path"

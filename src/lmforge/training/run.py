@@ -63,24 +63,34 @@ def is_complete_checkpoint(path: Path) -> bool:
     return True
 
 
-def latest_complete_checkpoint(output_dir: Path) -> Path | None:
-    """The highest-step `checkpoint-N` folder that is complete; incomplete ones are reported and skipped."""
+def checkpoint_folders(output_dir: Path) -> list[Path]:
+    """The `checkpoint-N` folders of a run, by step."""
     checkpoints = []
     for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
         suffix = path.name.rsplit("-", 1)[-1]
         if path.is_dir() and suffix.isdigit():
             checkpoints.append((int(suffix), path))
-    for _, path in sorted(checkpoints, reverse=True):
+    return [path for _, path in sorted(checkpoints)]
+
+
+def latest_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The highest-step `checkpoint-N` folder that is complete; incomplete ones are reported and skipped."""
+    for path in reversed(checkpoint_folders(output_dir)):
         if is_complete_checkpoint(path):
             return path
         logger.warning("Skipping %s: it is incomplete (the run stopped while saving it)", path)
     return None
 
 
+def resume_requested(training_args: LmforgeTrainingArguments) -> bool:
+    """Whether the run asks to resume (`resume_from_checkpoint` set, and not to a false value)."""
+    return training_args.resume_from_checkpoint not in (None, "", "false", "False")
+
+
 def resolve_checkpoint(training_args: LmforgeTrainingArguments) -> str | None:
     """`resume_from_checkpoint: auto` means the latest complete checkpoint in output_dir (None if there is none)."""
     resume = training_args.resume_from_checkpoint
-    if resume in (None, "", "false", "False"):
+    if resume is None or not resume_requested(training_args):
         return None
     if resume in ("auto", "true", "True", "latest"):
         output_dir = Path(str(training_args.output_dir))
@@ -97,16 +107,15 @@ def resolve_checkpoint(training_args: LmforgeTrainingArguments) -> str | None:
     return resume
 
 
-def check_output_dir(training_args: LmforgeTrainingArguments, checkpoint: str | None) -> None:
+def check_output_dir(training_args: LmforgeTrainingArguments) -> None:
     """Before any work: output_dir must be a folder (or not exist yet), and a new run (not resuming) must not write
     over an earlier run's checkpoints, interrupted model or final model unless `overwrite_output_dir` says so."""
     output_dir = Path(str(training_args.output_dir))
     if output_dir.exists() and not output_dir.is_dir():
         raise LmforgeError(f"output_dir {output_dir} is a file; give a folder")
-    resuming = checkpoint is not None or training_args.resume_from_checkpoint not in (None, "", "false", "False")
-    if resuming or training_args.overwrite_output_dir or not output_dir.is_dir():
+    if resume_requested(training_args) or training_args.overwrite_output_dir or not output_dir.is_dir():
         return
-    earlier = sorted(output_dir.glob("checkpoint-*"), key=lambda path: path.name)
+    earlier = checkpoint_folders(output_dir)
     earlier += [output_dir / name for name in ("interrupted", "model.safetensors", "adapter_model.safetensors")]
     found = [path.name for path in earlier if path.exists()]
     if found:
@@ -236,7 +245,7 @@ def run_training(
     set_seed(training_args.seed)
     repo_id = hub_repo_id(model_args, training_args)
     checkpoint = resolve_checkpoint(training_args)  # before the slow set-up, so a bad path fails at once
-    check_output_dir(training_args, checkpoint)
+    check_output_dir(training_args)
     setup = build_setup(model_args, data_args, training_args)
     # The Trainer never pushes (no repository at start, no upload per checkpoint): the run pushes once, at the end.
     trainer_args = copy.copy(training_args)
