@@ -754,6 +754,7 @@ def test_question_task_holds_out_the_validation_articles_when_every_pair_was_lea
         ({"methods": {}}, "methods is empty"),
         ({"methods": {"x": {"router": {}}}}, "needs a peft: section"),
         ({"methods": {"x": {"learning_rat": 1}}}, "unknown key 'learning_rat'"),
+        ({"methods": {"lora": {"peft": {"rank": 8}}}}, r"methods\.lora\.peft: unknown key 'rank'"),
         ({"pairings": []}, "pairings must be a list"),
         ({"pairings": [{"train_file": "b.txt"}]}, "needs a name"),
         ({"pairings": [{"name": "b", "train_file": "missing.txt"}]}, "train_file not found"),

@@ -51,7 +51,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from ..adapters import count_parameters
+from ..adapters import count_parameters, lora_config
 from ..data import tokenize_and_group
 from ..errors import LmforgeError
 from ..models import SPECS
@@ -219,6 +219,11 @@ def _method(name: str, value: Any, model_type: str) -> Method:
         raise LmforgeError(f"methods.{name}: a routed method (router:) needs a peft: section for its adapters")
     kind = "routed" if router is not None else "lora" if recipe.get("peft") is not None else "full"
     check_recipe(recipe, f"methods.{name}", model_type)
+    if recipe.get("peft") is not None:  # a typo in the LoRA section fails now, not when this method trains
+        try:
+            lora_config(model_type, recipe["peft"])
+        except LmforgeError as err:
+            raise LmforgeError(f"methods.{name}.{err}") from None
     router_args = _mapping(router, f"methods.{name}.router")
     features = router_args.pop("features", "embedding+tokens")
     if features not in ROUTER_FEATURES:
