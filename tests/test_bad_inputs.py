@@ -107,6 +107,31 @@ CASES = [
         ["evaluate", "--model-path", "{model}", "--input-file", "{corpus}", "--max-length", "1000"],
         "max_length must be between 2 and the model's context",
     ),
+    (
+        "LatentReasoner folder without its encoder tokenizer",
+        ["generate", "--model-path", "{no_encoder_tokenizer}", "--prompt", "x"],
+        "has no encoder_tokenizer/ folder",
+    ),
+    (
+        "config.json that no longer matches the weights",
+        ["generate", "--model-path", "{config_mismatch}", "--prompt", "x"],
+        "config.json does not match the weights: model.",
+    ),
+    (
+        "chat tuning of an encoder-decoder",
+        ["sft", "{sft_recipe}", "--model-path", "{ae_llm_model}", "--output-dir", "{out}"],
+        "holds an encoder-decoder (ae_llm); this needs a causal model",
+    ),
+    (
+        "an encoder-decoder as the sampling study's reference",
+        ["sampling-study", "--model-path", "{model}", "--reference-model", "{ae_llm_model}", "--output-dir", "{out}"],
+        "holds an encoder-decoder (ae_llm)",
+    ),
+    (
+        "a typo in a forgetting study's LoRA section",
+        ["forgetting", "{study_peft_typo}"],
+        "methods.lora.peft: unknown key",
+    ),
     ("empty prompt to an encoder-decoder", ["generate", "--model-path", "{ae_llm_model}", "--prompt", " "], "empty"),
     (
         "DPO on an empty preference file",
@@ -178,6 +203,19 @@ def inputs(tmp_path_factory, trained_aksis_dir: Path, tiny_text_file: Path) -> d
     files.update(unknown_type_model=unknown, no_weights=no_weights, corrupt=corrupt, no_tokenizer=no_tokenizer)
     files.update(ae_llm_model=golden_copy("ae_llm", root / "ae_llm_model"), corpus=tiny_text_file)
     files["pickled"] = pickled
+    mismatch = broken_copy(trained_aksis_dir, root / "config_mismatch")
+    config = json.loads((mismatch / "config.json").read_text(encoding="utf-8"))
+    (mismatch / "config.json").write_text(json.dumps({**config, "hidden_size": 2 * config["hidden_size"]}))
+    files.update(config_mismatch=mismatch, sft_recipe=REPO_ROOT / "recipes" / "aksis" / "chat_sft.yaml")
+    files["study_peft_typo"] = root / "study_peft_typo.yaml"
+    study = {
+        "base": tiny_recipe(tiny_text_file, out),
+        "methods": {"lora": {"peft": {"rank": 8}}},
+        "pairings": [{"name": "b", "train_file": str(tiny_text_file)}],
+    }
+    files["study_peft_typo"].write_text(yaml.safe_dump(study), encoding="utf-8")
+    files["no_encoder_tokenizer"] = golden_copy("latent_reasoner", root / "no_encoder_tokenizer")
+    shutil.rmtree(files["no_encoder_tokenizer"] / "encoder_tokenizer")
     files["empty_recipe"] = root / "empty_recipe.yaml"
     files["empty_recipe"].write_text("", encoding="utf-8")
     files["latin1_recipe"] = root / "latin1_recipe.yaml"

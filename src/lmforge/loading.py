@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.processing_utils import ProcessorMixin
@@ -41,6 +43,58 @@ def read_model_type(model_path: str | Path) -> str:
     if not model_type:
         raise LmforgeError(f"{config_file} has no model_type")
     return str(model_type)
+
+
+def check_weight_shapes(model_path: str | Path, auto_class: Any, **config_kwargs: Any) -> None:
+    """A `config.json` that no longer matches the folder's weights (a width edited by hand, a config copied from
+    another run) fails in one sentence naming the first tensor that differs, before transformers prints its load
+    report. The model is built on the meta device (no memory, no weights); tensors only one side has are not compared
+    (transformers reports those itself). `config_kwargs` are the caller's overrides of the saved config."""
+    path = Path(model_path)
+    differ = []
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+        config.update({key: value for key, value in config_kwargs.items() if hasattr(config, key)})
+        with torch.device("meta"):
+            built = {key: tuple(t.shape) for key, t in auto_class.from_config(config).state_dict().items()}
+        for file in sorted(path.glob("*.safetensors")):
+            with safe_open(str(file), framework="pt") as weights:
+                for key in weights.keys():  # noqa: SIM118 (a safetensors file is not a dict)
+                    saved = tuple(weights.get_slice(key).get_shape())
+                    if key in built and built[key] != saved:
+                        differ.append((key, saved, built[key]))
+    except Exception:  # a corrupt file or a config transformers refuses: from_pretrained names it
+        return
+    if differ:
+        key, saved, expected = differ[0]
+        raise LmforgeError(
+            f"{path / 'config.json'} does not match the weights: {key} is {list(saved)} in the weights but "
+            f"{list(expected)} by the config ({len(differ)} tensors differ); restore the config.json saved with them"
+        )
+
+
+def load_pretrained(auto_class: Any, name_or_path: str | Path, what: str = "a model", **kwargs: Any) -> Any:
+    """`auto_class.from_pretrained(name_or_path, use_safetensors=True, **kwargs)`, each mistake a user can fix in one
+    `LmforgeError` sentence: an encoder-decoder where a causal model is needed (transformers would list every causal
+    configuration it knows), a config that does not match the weights, and any other loading error."""
+    path = Path(str(name_or_path))
+    if path.is_dir() and (path / "config.json").is_file():
+        try:
+            config = AutoConfig.from_pretrained(str(path))
+        except Exception as err:
+            raise LmforgeError(f"could not load {what} from '{name_or_path}': {one_line(err)}") from None
+        if auto_class is AutoModelForCausalLM and getattr(config, "is_encoder_decoder", False):
+            raise LmforgeError(
+                f"'{name_or_path}' holds an encoder-decoder ({config.model_type}); this needs a causal model "
+                f"({', '.join(t for t, spec in SPECS.items() if not spec.is_encoder_decoder)} or a transformers "
+                "causal LM)"
+            )
+        if any(path.glob("*.safetensors")):
+            check_weight_shapes(path, auto_class, **kwargs)
+    try:
+        return auto_class.from_pretrained(str(name_or_path), use_safetensors=True, **kwargs)
+    except Exception as err:
+        raise LmforgeError(f"could not load {what} from '{name_or_path}': {one_line(err)}") from None
 
 
 def is_adapter_folder(path: str | Path) -> bool:
@@ -92,10 +146,10 @@ def load_model_and_processor(
             seq2seq = spec.is_encoder_decoder
         else:
             seq2seq = bool(AutoConfig.from_pretrained(str(model_path)).is_encoder_decoder)
-        auto_class: Any = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-        model: Any = auto_class.from_pretrained(str(model_path), use_safetensors=True, **model_kwargs)
     except Exception as err:
         raise LmforgeError(f"could not load the model in {model_path}: {one_line(err)}") from None
+    auto_class: Any = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model: Any = load_pretrained(auto_class, model_path, "the model", **model_kwargs)
     model.eval()
     if device:
         model.to(device)

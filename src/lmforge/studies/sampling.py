@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..errors import LmforgeError, one_line
 from ..inference import GenerationSettings, TextGenerator
+from ..loading import load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -107,16 +108,12 @@ def load_reference(name_or_path: str) -> tuple[Any, Any]:
     if not name_or_path.startswith(PACKAGE_PREFIX) and not Path(folder).is_dir():
         raise LmforgeError(f"reference model not found: {name_or_path} (give a saved causal LM folder)")
     try:
-        if gguf_file:
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-            model = load_causal_lm_from_gguf(folder, gguf_file)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf_file} if gguf_file else {}))
+        model = load_causal_lm_from_gguf(folder, gguf_file) if gguf_file else None
     except Exception as err:
         raise LmforgeError(f"could not load the reference model {name_or_path}: {one_line(err)}") from None
-    if getattr(model.config, "is_encoder_decoder", False):
-        raise LmforgeError(f"the reference model must be a causal LM; {name_or_path} is an encoder-decoder")
+    if model is None:  # a saved folder: an encoder-decoder or a config that lost its weights is named in one line
+        model = load_pretrained(AutoModelForCausalLM, folder, "the reference model")
     return model.eval(), tokenizer
 
 

@@ -32,6 +32,7 @@ from ..data import (
     tokenize_and_group,
 )
 from ..errors import LmforgeError, one_line
+from ..loading import load_pretrained
 from ..models import SPECS, ModelSpec, get_spec
 from .arguments import CausalLMDataArguments, LmforgeTrainingArguments, ModelArguments
 from .tasks import TASKS, get_task, register_task
@@ -178,12 +179,7 @@ def build_causal_lm(
 
     attn = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     if model_args.model_name_or_path:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, use_safetensors=True, **attn)
-        except Exception as err:
-            raise LmforgeError(
-                f"could not load a model from '{model_args.model_name_or_path}': {one_line(err)}"
-            ) from None
+        model = load_pretrained(AutoModelForCausalLM, model_args.model_name_or_path, "a model", **attn)
     else:
         overrides = dict(model_args.config_overrides or {})  # type: ignore[arg-type]
         config = build_config(model_args.model_type, overrides, tokenizer)

@@ -32,8 +32,9 @@ from transformers import AutoModelForCausalLM, set_seed
 from trl import SFTConfig, SFTTrainer
 
 from ..adapters import apply_peft, lora_config
-from ..errors import LmforgeError, one_line
+from ..errors import LmforgeError
 from ..inference import PLAIN_CHAT_TEMPLATE
+from ..loading import load_pretrained
 from ..models.aksis.tokenization_aksis import CHAT_TEMPLATE as AKSIS_CHAT_TEMPLATE
 from .arguments import ModelArguments
 from .builders import limit_rows, load_tokenizer
@@ -189,14 +190,7 @@ def build_sft_trainer(model_args: ModelArguments, data_args: ChatDataArguments, 
     if config.assistant_only_loss:
         tokenizer.chat_template = training_template(tokenizer)
     attn = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
-    try:
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            str(model_args.model_name_or_path), use_safetensors=True, **attn
-        )
-    except Exception as err:
-        raise LmforgeError(
-            f"could not load a causal model from '{model_args.model_name_or_path}': {one_line(err)}"
-        ) from None
+    model: Any = load_pretrained(AutoModelForCausalLM, str(model_args.model_name_or_path), "a causal model", **attn)
     context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
     if context and (config.max_length is None or config.max_length > context):
         config.max_length = context

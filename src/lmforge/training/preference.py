@@ -24,7 +24,8 @@ from transformers import AutoModelForCausalLM, set_seed
 from trl import DPOConfig, DPOTrainer
 
 from ..adapters import apply_peft, lora_config
-from ..errors import LmforgeError, one_line
+from ..errors import LmforgeError
+from ..loading import load_pretrained
 from ..models import get_spec
 from .arguments import ModelArguments
 from .builders import limit_rows, load_tokenizer
@@ -101,12 +102,7 @@ def build_dpo_trainer(
     if peft is not None:
         lora_config(model_args.model_type, peft)
     tokenizer = load_tokenizer(model_args.tokenizer_name_or_path or str(model_args.model_name_or_path))
-    try:
-        model: Any = AutoModelForCausalLM.from_pretrained(str(model_args.model_name_or_path), use_safetensors=True)
-    except Exception as err:
-        raise LmforgeError(
-            f"could not load a causal model from '{model_args.model_name_or_path}': {one_line(err)}"
-        ) from None
+    model: Any = load_pretrained(AutoModelForCausalLM, str(model_args.model_name_or_path), "a causal model")
     context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
     if context and (config.max_length is None or config.max_length > context):
         config.max_length = context

@@ -41,9 +41,10 @@ from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, PreTrain
 
 from ..data import load_squad
 from ..data.squad import read_squad_file
-from ..errors import LmforgeError, one_line
+from ..errors import LmforgeError
 from ..evaluation import bleu, normalize_answer, rouge, squad_scores
 from ..inference import GenerationSettings, TextGenerator
+from ..loading import load_pretrained
 from ..models import get_spec
 from .arguments import LmforgeTrainingArguments, ModelArguments, Seq2SeqDataArguments
 from .builders import TrainingSetup, build_config, eval_mode, limit_rows, load_tokenizer, train_tokenizer
@@ -155,14 +156,7 @@ def load_model(model_args: QuestionAnsweringModelArguments, tokenizer: PreTraine
     apply to both (e.g. `teacher_forcing_ratio` or `dropout` of a loaded model)."""
     overrides = dict(model_args.config_overrides or {})  # type: ignore[arg-type]
     if model_args.model_name_or_path:
-        try:
-            model: Any = AutoModelForSeq2SeqLM.from_pretrained(
-                model_args.model_name_or_path, use_safetensors=True, **overrides
-            )
-        except Exception as err:
-            raise LmforgeError(
-                f"could not load a model from '{model_args.model_name_or_path}': {one_line(err)}"
-            ) from None
+        model: Any = load_pretrained(AutoModelForSeq2SeqLM, model_args.model_name_or_path, "a model", **overrides)
         head_class: Any = get_spec(model_args.model_type).head_class
         if not isinstance(model, head_class):
             raise LmforgeError(

@@ -52,6 +52,7 @@ from ..data import lead_3, load_summarization
 from ..errors import LmforgeError, one_line
 from ..evaluation import rouge
 from ..inference import GenerationSettings, TextGenerator, no_repeat_after_prompt
+from ..loading import load_pretrained
 from ..models import ModelSpec, get_spec
 from ..models.latent_reasoner.processing_latent_reasoner import check_decoder_prompt
 from .arguments import LmforgeTrainingArguments, ModelArguments, Seq2SeqDataArguments
@@ -194,10 +195,7 @@ def load_saved(model_args: SummarizationModelArguments) -> tuple[Any, Any]:
         )
     spec = get_spec(model_args.model_type)
     overrides = _config_overrides(model_args)
-    try:
-        model: Any = AutoModelForSeq2SeqLM.from_pretrained(path, use_safetensors=True, **overrides)
-    except Exception as err:
-        raise LmforgeError(f"could not load a model from '{path}': {one_line(err)}") from None
+    model: Any = load_pretrained(AutoModelForSeq2SeqLM, path, "a model", **overrides)
     head_class: Any = spec.head_class
     if not isinstance(model, head_class):
         raise LmforgeError(f"'{path}' holds a {model.config.model_type} model; {spec.model_type} recipes need one")

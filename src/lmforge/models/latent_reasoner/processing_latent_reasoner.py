@@ -12,7 +12,9 @@ twice: as the idea vector, through the encoder, and word for word in the decoder
 `processor_config.json`, so the saved model is prompted as it was trained.
 """
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,6 +66,18 @@ class LatentReasonerProcessor(ProcessorMixin):
     ):
         self.decoder_prompt = check_decoder_prompt(decoder_prompt) if decoder_prompt is not None else None
         super().__init__(tokenizer, encoder_tokenizer, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """`ProcessorMixin.from_pretrained`, refusing a local folder without its `encoder_tokenizer/`: transformers
+        would fall back to the decoder's tokenizer there, and the encoder would read ids of another vocabulary."""
+        folder = Path(pretrained_model_name_or_path) / (kwargs.get("subfolder") or "")
+        if folder.is_dir() and not (folder / ENCODER_TOKENIZER_SUBFOLDER).is_dir():
+            raise OSError(
+                f"{folder} has no {ENCODER_TOKENIZER_SUBFOLDER}/ folder (the encoder's tokenizer); copy it from the "
+                "training run's output_dir"
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @property
     def decoder_tokenizer(self) -> PreTrainedTokenizerBase:
