@@ -92,7 +92,7 @@ def test_gradient_checkpointing_replays_the_same_masks():
         torch.manual_seed(0)
         model = AksisForCausalLM(config).train()
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         torch.manual_seed(1)
         model(input_ids=ids, labels=ids).loss.backward()
         grads.append([p.grad for p in model.parameters()])
