@@ -174,3 +174,32 @@ def test_shipped_objective_recipes_parse(name, objective, tiny_model_dirs) -> No
     model_args, _, training_args = parse_objective_recipe(recipe, (ModelArguments, data, config), str(path))
     assert model_args.model_type == "aksis" and training_args.output_dir.startswith("outputs/aksis-")
     assert training_args.bf16 is False
+
+
+def test_sft_guards_an_earlier_run_and_resumes_it(tiny_model_dirs, tmp_path, capsys) -> None:
+    """A TRL run keeps the Trainer runs' output-dir guard: a second run into the same folder stops before any work;
+    `--resume` (lmforge train) and `--resume_from_checkpoint auto` (lmforge sft) continue from its last checkpoint."""
+    from lmforge.cli.main import main
+
+    recipe = sft_recipe(tiny_model_dirs["aksis"], tmp_path, save_strategy="steps", save_steps=1, logging_steps=1)
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    out = Path(recipe["output_dir"])
+    assert main(["sft", str(path)]) == 0 and (out / "checkpoint-2").is_dir()
+    capsys.readouterr()
+    assert main(["sft", str(path)]) == 1
+    assert "already holds a run (checkpoint-2, model.safetensors)" in capsys.readouterr().err
+    assert main(["train", str(path), "--input-file", str(path)]) == 1
+    assert "--input-file does not apply to" in capsys.readouterr().err
+
+    # A marker in the last checkpoint's log history survives only if the next run starts from that checkpoint.
+    state_file = out / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    state["log_history"].append({"step": 2, "marker": 1})
+    state_file.write_text(json.dumps(state), encoding="utf-8")
+    assert main(["train", str(path), "--resume", "--max_steps", "3"]) == 0
+    resumed = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text(encoding="utf-8"))
+    assert resumed["global_step"] == 3 and {"step": 2, "marker": 1} in resumed["log_history"]
+    assert main(["sft", str(path), "--resume_from_checkpoint", "auto", "--max_steps", "4"]) == 0
+    resumed = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text(encoding="utf-8"))
+    assert resumed["global_step"] == 4 and {"step": 2, "marker": 1} in resumed["log_history"]

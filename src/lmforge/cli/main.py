@@ -127,8 +127,15 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if recipe_path is not None:  # a recipe with an `objective` (sft, dpo) runs TRL's trainer for it
         from ..training.objectives import objective_of, run_objective
 
-        if objective_of(recipe_path, extra) is not None:
-            run_objective(recipe_path, extra, {"output_dir": args.output_dir})
+        objective = objective_of(recipe_path, extra)
+        if objective is not None:
+            for flag, value in (("--model", args.model), ("--input-file", args.input_file)):
+                if value is not None:
+                    raise LmforgeError(
+                        f"{flag} does not apply to {recipe_path}, a recipe of objective {objective}: its model is "
+                        "model_name_or_path (--model_name_or_path DIR) and its data the recipe's data keys"
+                    )
+            run_objective(recipe_path, extra, {"output_dir": args.output_dir, "resume_from_checkpoint": args.resume})
             return 0
     settings = {
         "model_type": args.model,
@@ -214,7 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="lmforge", description="Train, run and share lmforge language models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("quickstart", help="Train a small model on the embedded corpus, save it, print samples.")
+    p = sub.add_parser(
+        "quickstart",
+        help="Train a small model on the embedded corpus, save it, print samples.",
+        usage="lmforge quickstart [--output-dir DIR] [--max-steps N] [--key value ...]",
+        description="Train recipes/aksis/shakespeare.yaml on the embedded plays, save the model and print samples. "
+        "Any recipe key can follow as --key value, e.g. --bf16 false.",
+    )
     p.add_argument("--output-dir", default="outputs/quickstart", help="Where the model is saved.")
     p.add_argument("--max-steps", type=_positive_int, default=None, help="Training steps (default: the recipe's).")
     p.set_defaults(handler=cmd_quickstart)
@@ -222,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="Train from a YAML recipe (or one text file); any recipe key can follow as --key value.",
-        usage="lmforge train [RECIPE.yaml] [--model TYPE] [--input-file FILE] [--output-dir DIR] [--key value ...]",
+        usage="lmforge train [RECIPE.yaml] [--model TYPE] [--input-file FILE] [--output-dir DIR] [--resume [CHECKPOINT]] "
+        "[--key value ...]",
         description="Train from a YAML recipe (see recipes/), given first, or from one text file with --input-file. "
         "Any recipe key can follow as --key value, e.g. --max_steps 200 --config_overrides.hidden_size 128.",
     )

@@ -105,20 +105,27 @@ class Seq2SeqDataArguments(DataArguments):
 
 
 @dataclass
-class LmforgeTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with early stopping and the samples printed at the end of a run."""
+class OutputDirArguments:
+    """The switch of the output-dir guard (`training.run.check_output_dir`), in every lmforge run's arguments: the
+    Trainer's and TRL's (sft, dpo)."""
 
-    early_stopping_patience: int | None = field(
-        default=None,
-        metadata={
-            "help": "Stop after this many evaluations without a better eval_loss (needs load_best_model_at_end)."
-        },
-    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
             "help": "Start a new run in an output_dir that holds an earlier one (its checkpoints, its interrupted or "
             "final model); without it such a run stops before it starts, rather than overwrite that work."
+        },
+    )
+
+
+@dataclass
+class LmforgeTrainingArguments(TrainingArguments, OutputDirArguments):
+    """`TrainingArguments` with early stopping, the output-dir guard and the samples printed at the end of a run."""
+
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop after this many evaluations without a better eval_loss (needs load_best_model_at_end)."
         },
     )
     sample_prompts: list[str] | None = field(
@@ -164,6 +171,7 @@ __all__ = [
     "DataArguments",
     "LmforgeTrainingArguments",
     "ModelArguments",
+    "OutputDirArguments",
     "Seq2SeqDataArguments",
     "cpu_bf16_settings",
     "cpu_has_native_bf16",

@@ -36,9 +36,10 @@ from ..errors import LmforgeError
 from ..inference import PLAIN_CHAT_TEMPLATE
 from ..loading import load_pretrained
 from ..models.aksis.tokenization_aksis import CHAT_TEMPLATE as AKSIS_CHAT_TEMPLATE
-from .arguments import ModelArguments
+from .arguments import ModelArguments, OutputDirArguments
 from .builders import limit_rows, load_tokenizer
 from .recipe import parse_objective_recipe
+from .run import check_output_dir, resolve_checkpoint
 from .trainer import JsonTrainingArgumentsMixin, train_evaluate_save
 
 logger = logging.getLogger("lmforge")
@@ -81,8 +82,9 @@ class ChatDataArguments:
 
 
 @dataclass
-class ChatSFTConfig(SFTConfig):
-    """TRL's `SFTConfig` with lmforge's defaults: the loss on assistant turns only, no reporting service, 32-bit."""
+class ChatSFTConfig(SFTConfig, OutputDirArguments):
+    """TRL's `SFTConfig` with lmforge's defaults (the loss on assistant turns only, no reporting service, 32-bit) and
+    the output-dir guard."""
 
     assistant_only_loss: bool = field(default=True, metadata={"help": "Loss on the assistant's tokens only."})
     report_to: Any = field(default="none", metadata={"help": "Where to report the logs (none)."})
@@ -219,8 +221,10 @@ def run_sft(recipe: dict[str, Any], source: str = "recipe") -> dict[str, float]:
     model_args, data_args, config = parse_objective_recipe(
         recipe, (ModelArguments, ChatDataArguments, ChatSFTConfig), source
     )
+    check_output_dir(config)
     set_seed(config.seed)
-    metrics = train_evaluate_save(build_sft_trainer(model_args, data_args, config), recipe)
+    resume = resolve_checkpoint(config)
+    metrics = train_evaluate_save(build_sft_trainer(model_args, data_args, config), recipe, resume)
     output_dir = config.output_dir
     logger.info("Chat-tuned model saved in %s; try it with: lmforge chat --model-path %s", output_dir, output_dir)
     return metrics

@@ -27,9 +27,10 @@ from ..adapters import apply_peft, lora_config
 from ..errors import LmforgeError
 from ..loading import load_pretrained
 from ..models import get_spec
-from .arguments import ModelArguments
+from .arguments import ModelArguments, OutputDirArguments
 from .builders import limit_rows, load_tokenizer
 from .recipe import parse_objective_recipe
+from .run import check_output_dir, resolve_checkpoint
 from .trainer import JsonTrainingArgumentsMixin, train_evaluate_save
 
 logger = logging.getLogger("lmforge")
@@ -48,8 +49,8 @@ class PreferenceDataArguments:
 
 
 @dataclass
-class PreferenceDPOConfig(DPOConfig):
-    """TRL's `DPOConfig` with lmforge's defaults: no reporting service, 32-bit."""
+class PreferenceDPOConfig(DPOConfig, OutputDirArguments):
+    """TRL's `DPOConfig` with lmforge's defaults (no reporting service, 32-bit) and the output-dir guard."""
 
     report_to: Any = field(default="none", metadata={"help": "Where to report the logs (none)."})
     # 32-bit unless the recipe asks for bf16, as in every lmforge recipe (TRL would default to bf16 and fail on CPU)
@@ -143,8 +144,10 @@ def run_dpo(recipe: dict[str, Any], source: str = "recipe") -> dict[str, float]:
     model_args, data_args, config = parse_objective_recipe(
         recipe, (ModelArguments, PreferenceDataArguments, PreferenceDPOConfig), source
     )
+    check_output_dir(config)
     set_seed(config.seed)
-    metrics = train_evaluate_save(build_dpo_trainer(model_args, data_args, config), recipe)
+    resume = resolve_checkpoint(config)
+    metrics = train_evaluate_save(build_dpo_trainer(model_args, data_args, config), recipe, resume)
     logger.info("DPO done; model saved in %s", config.output_dir)
     return metrics
 

@@ -20,7 +20,7 @@ from typing import Any
 import datasets
 import transformers
 import yaml
-from transformers import EarlyStoppingCallback, set_seed
+from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..adapters import apply_peft, lora_config
@@ -82,12 +82,12 @@ def latest_complete_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
-def resume_requested(training_args: LmforgeTrainingArguments) -> bool:
+def resume_requested(training_args: TrainingArguments) -> bool:
     """Whether the run asks to resume (`resume_from_checkpoint` set, and not to a false value)."""
     return training_args.resume_from_checkpoint not in (None, "", "false", "False")
 
 
-def resolve_checkpoint(training_args: LmforgeTrainingArguments) -> str | None:
+def resolve_checkpoint(training_args: TrainingArguments) -> str | None:
     """`resume_from_checkpoint: auto` means the latest complete checkpoint in output_dir (None if there is none)."""
     resume = training_args.resume_from_checkpoint
     if resume is None or not resume_requested(training_args):
@@ -107,21 +107,22 @@ def resolve_checkpoint(training_args: LmforgeTrainingArguments) -> str | None:
     return resume
 
 
-def check_output_dir(training_args: LmforgeTrainingArguments) -> None:
+def check_output_dir(training_args: TrainingArguments) -> None:
     """Before any work: output_dir must be a folder (or not exist yet), and a new run (not resuming) must not write
     over an earlier run's checkpoints, interrupted model or final model unless `overwrite_output_dir` says so."""
     output_dir = Path(str(training_args.output_dir))
     if output_dir.exists() and not output_dir.is_dir():
         raise LmforgeError(f"output_dir {output_dir} is a file; give a folder")
-    if resume_requested(training_args) or training_args.overwrite_output_dir or not output_dir.is_dir():
+    overwrite = getattr(training_args, "overwrite_output_dir", False)  # OutputDirArguments
+    if resume_requested(training_args) or overwrite or not output_dir.is_dir():
         return
     earlier = checkpoint_folders(output_dir)
     earlier += [output_dir / name for name in ("interrupted", "model.safetensors", "adapter_model.safetensors")]
     found = [path.name for path in earlier if path.exists()]
     if found:
         raise LmforgeError(
-            f"{output_dir} already holds a run ({', '.join(found[-2:])}); continue it with --resume (recipe key "
-            "resume_from_checkpoint: auto), start over with --overwrite_output_dir true, or choose another "
+            f"{output_dir} already holds a run ({', '.join(found[-2:])}); continue it with --resume_from_checkpoint auto "
+            "(lmforge train: --resume), start over with --overwrite_output_dir true, or choose another "
             "--output-dir"
         )
 

@@ -57,7 +57,10 @@ class LmforgeTrainer(JsonTrainingArgumentsMixin, Trainer):
         if not getattr(self.args, "muon", False) or self.optimizer is not None:
             return super().create_optimizer(model)
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:
-            raise LmforgeError("muon: true needs whole weight matrices on each process; FSDP and DeepSpeed shard them")
+            raise LmforgeError(
+                "muon: true needs whole weight matrices on each process, and FSDP and DeepSpeed shard them: set "
+                "muon: false (--muon false) or train with DDP"
+            )
         opt_model: Any = self.model if model is None else model
         adamw_cls, adamw_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = muon_with_adamw(
@@ -138,10 +141,13 @@ class LogFileCallback(TrainerCallback):
 __all__ = ["TRAINING_ARGS_JSON", "LmforgeTrainer", "LogFileCallback", "add_perplexity"]
 
 
-def train_evaluate_save(trainer: Trainer, recipe: dict[str, Any]) -> dict[str, float]:
-    """Train, save the model (or adapter) and its tokenizer, evaluate when there is held-out data, and write the
-    metrics and the recipe beside the model (the main process only): the end of a TRL objective's run."""
-    trainer.train()
+def train_evaluate_save(
+    trainer: Trainer, recipe: dict[str, Any], resume_from_checkpoint: str | None = None
+) -> dict[str, float]:
+    """Train (from `resume_from_checkpoint` when given), save the model (or adapter) and its tokenizer, evaluate when
+    there is held-out data, and write the metrics and the recipe beside the model (the main process only): the end of
+    a TRL objective's run."""
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_model()
     metrics: dict[str, float] = trainer.evaluate() if trainer.eval_dataset is not None else {}
     if trainer.is_world_process_zero():
