@@ -109,7 +109,7 @@ def test_muon_refuses_sharded_weights(tmp_path, tiny_text_file, monkeypatch):
     recipe = tiny_recipe(tiny_text_file, tmp_path / "out", muon=True)
     trainer = build_trainer(build_setup(*parse_recipe(recipe)), parse_recipe(recipe)[2])
     monkeypatch.setattr(trainer, "is_fsdp_enabled", True)
-    with pytest.raises(LmforgeError, match="FSDP and DeepSpeed shard them"):
+    with pytest.raises(LmforgeError, match=r"FSDP and DeepSpeed shard them: set muon: false \(--muon false\)"):
         trainer.create_optimizer()
 
 

@@ -2,7 +2,8 @@
 
 Each model folder is self-contained (torch, transformers and its own files only), so a saved model also loads with
 `trust_remote_code=True` where lmforge is not installed. Each package defines its `SPEC` (`spec.ModelSpec`), what the
-rest of lmforge knows about it; adding an architecture is its folder plus one line in `SPECS` below.
+rest of lmforge knows about it; adding an architecture is its folder, its import and one
+`register(SPEC)` line below, and its package in pyproject.toml's `packages` list.
 `register_for_auto_class` makes `save_pretrained` write the `auto_map` and copy the model's code next to the weights.
 """
 

@@ -47,7 +47,7 @@ class CharTransformerConfig(PreTrainedConfig):
         use_cache (`bool`, defaults to `True`):
             Whether the model returns its key/value cache for fast generation.
         pad_token_id / unk_token_id / bos_token_id / eos_token_id (`int`, defaults to 0 / 1 / 2 / 3):
-            Ids of the special tokens of the `CharTokenizer`.
+            Ids of the special tokens of the `CharTransformerTokenizer`.
         tie_word_embeddings (`bool`, defaults to `True`):
             Whether the output projection shares its weight with the token embedding.
 

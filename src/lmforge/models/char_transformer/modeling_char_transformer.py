@@ -24,7 +24,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .configuration_char_transformer import CharTransformerConfig
 
 # transformers 5.24 renamed the cache of `forward`, `generate()` and the model outputs from `past_key_values` to
-# `cache`. lmforge's transformers range still holds 5.23 (README, "transformers versions"), so the model takes the new
+# `cache`. lmforge's transformers range still holds 5.23 (README, "Supported versions"), so the model takes the new
 # name, also accepts the old one, and fills the output field the installed release has. Delete `CACHE_FIELD` and
 # `accepts_past_key_values` when the lower bound reaches 5.24.
 # Copied from lmforge.models.aksis.modeling_aksis.CACHE_FIELD

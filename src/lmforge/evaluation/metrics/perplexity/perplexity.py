@@ -44,6 +44,8 @@ class Perplexity(evaluate.Metric):
         trust_remote_code: bool = False,
     ) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_id, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
         result = sliding_window_perplexity(model, tokenizer, predictions, max_length=max_length, stride=stride)
         return {"perplexity": result.perplexity, "mean_nll": result.mean_nll, "num_tokens": result.num_tokens}
