@@ -1,6 +1,6 @@
 """`lmforge quickstart`: the README's main job. Trains a small Aksis on the embedded Shakespeare corpus through the
-Trainer (progress bar, log file, checkpoints), saves it, and prints text generated from it; about 4.5 minutes on 2
-CPU cores.
+Trainer (progress bar, log file, checkpoints), saves it, and prints text generated from it; 4-4.5 minutes on 2
+CPU cores with AVX-512, about 8 without it (bench/RESULTS.md, issue 18 part 5).
 
 Aksis, rather than CharTransformer, because it gives the better text for the same training time: on held-out plays
 it scores 1.99 bits per character after its 600 steps, where the best CharTransformer tried
