@@ -10,6 +10,7 @@ the user can fix is one `LmforgeError` sentence; weights load from safetensors o
     model, processor = load_model_and_processor("outputs/quickstart")
 """
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -45,15 +46,16 @@ def read_model_type(model_path: str | Path) -> str:
     return str(model_type)
 
 
-def check_weight_shapes(model_path: str | Path, auto_class: Any, **config_kwargs: Any) -> None:
+def check_weight_shapes(model_path: str | Path, auto_class: Any, config: Any, **config_kwargs: Any) -> None:
     """A `config.json` that no longer matches the folder's weights (a width edited by hand, a config copied from
     another run) fails in one sentence naming the first tensor that differs, before transformers prints its load
-    report. The model is built on the meta device (no memory, no weights); tensors only one side has are not compared
-    (transformers reports those itself). `config_kwargs` are the caller's overrides of the saved config."""
+    report. The model is built from `config` (the folder's, already read) on the meta device (no memory, no weights);
+    tensors only one side has are not compared (transformers reports those itself). `config_kwargs` are the caller's
+    overrides of the saved config, applied to a copy."""
     path = Path(model_path)
     differ = []
     try:
-        config = AutoConfig.from_pretrained(str(path))
+        config = copy.deepcopy(config)
         config.update({key: value for key, value in config_kwargs.items() if hasattr(config, key)})
         with torch.device("meta"):
             built = {key: tuple(t.shape) for key, t in auto_class.from_config(config).state_dict().items()}
@@ -90,7 +92,7 @@ def load_pretrained(auto_class: Any, name_or_path: str | Path, what: str = "a mo
                 "causal LM)"
             )
         if any(path.glob("*.safetensors")):
-            check_weight_shapes(path, auto_class, **kwargs)
+            check_weight_shapes(path, auto_class, config, **kwargs)
     try:
         return auto_class.from_pretrained(str(name_or_path), use_safetensors=True, **kwargs)
     except Exception as err:
