@@ -18,12 +18,16 @@ process per model.
     python bench/train_throughput.py --only bf16 --quick --batch 8   # Aksis: bf16 autocast against fp32
     python bench/train_throughput.py --only muon --quickstart --batch 16 --bf16   # Muon + AdamW against AdamW
     python bench/train_throughput.py --only dropout   # Aksis's CPU dropout against nn.functional.dropout
+    python bench/train_throughput.py --only skip_logits --quickstart --muon   # the loss without the logits
 
 `--only bf16` times Aksis alone, its fp32 step against the same step under bf16 autocast (`torch.autocast`, weights
 and AdamW in fp32: what the Trainer's `bf16: true` does), paired, both at its default dropouts.
 `--only muon` times Aksis alone, its step with AdamW against the same step with the recipe key `muon: true`'s optimizer
 (`lmforge.training.optimizers`: Muon on the hidden matrices, the same AdamW on the rest), paired; `--bf16` runs both
 under bf16 autocast, as `lmforge quickstart` does on a CPU with bf16 instructions.
+`--only skip_logits` times Aksis alone, its step with the loss of its logits against the same step with
+`skip_logits=True` (the training argument `skip_logits: true`: torch's chunked `linear_cross_entropy`, no logits
+held), paired; `--muon` gives both Muon + AdamW, as the quickstart trains.
 `--only dropout` times Aksis alone at matched dropout, its step with its own dropout (`dropout_from_random_bits`, a
 mask from 32 random bits per element) against the same step with `nn.functional.dropout` in its place, paired; and
 first the two dropouts alone, forward + backward on one layer's attention probabilities in blocks of 128 queries.
@@ -69,6 +73,7 @@ def make_step(
     bf16: bool = False,
     muon: bool = False,
     torch_dropout: bool = False,
+    skip_logits: bool = False,
 ):
     model = build(name, size, attn, matched_dropout).to(device()).train()
     adamw = {"fused": optim == "fused", "foreach": False}
@@ -83,7 +88,7 @@ def make_step(
 
     def step() -> None:
         with torch.autocast(device().type, dtype=torch.bfloat16, enabled=bf16), nn_functional_dropout(torch_dropout):
-            loss = forward(input_ids=ids, labels=ids).loss
+            loss = forward(input_ids=ids, labels=ids, **({"skip_logits": True} if skip_logits else {})).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -147,7 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller model and fewer rounds")
     parser.add_argument(
-        "--quickstart", action="store_true", help="the quickstart recipe's model (4 x 192, context 128), fewer rounds"
+        "--quickstart", action="store_true", help="the quickstart recipe's model (4 x 64, context 128), fewer rounds"
     )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=None, help="tokens per sequence (default: the context)")
@@ -159,12 +164,16 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=("matched", "bf16", "muon", "dropout"),
+        choices=("matched", "bf16", "muon", "dropout", "skip_logits"),
         default=None,
         help="time only the rows at matched attention dropout, or Aksis bf16 autocast against fp32, or Aksis with "
-        "Muon + AdamW against AdamW, or Aksis's CPU dropout against nn.functional.dropout; no memory",
+        "Muon + AdamW against AdamW, or Aksis's CPU dropout against nn.functional.dropout, or Aksis's loss without "
+        "its logits (skip_logits) against the loss of its logits; no memory",
     )
-    parser.add_argument("--bf16", action="store_true", help="with --only muon: both steps under bf16 autocast")
+    parser.add_argument(
+        "--bf16", action="store_true", help="with --only muon or skip_logits: both steps under bf16 autocast"
+    )
+    parser.add_argument("--muon", action="store_true", help="with --only skip_logits: both steps with Muon + AdamW")
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "ATTN", "DROPOUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     size = QUICKSTART if args.quickstart else QUICK if args.quick else REFERENCE
@@ -183,13 +192,17 @@ def main() -> None:
         return
 
     print(f"# Training throughput, {machine()}")
-    if args.only in ("bf16", "muon", "dropout"):
+    if args.only in ("bf16", "muon", "dropout", "skip_logits"):
         autocast = " (bf16 autocast)" if args.bf16 else ""
         pair = {
             "bf16": (("fp32", {}), ("bf16 autocast", {"bf16": True})),
             "muon": (
                 (f"AdamW{autocast}", {"bf16": args.bf16}),
                 (f"Muon + AdamW{autocast}", {"bf16": args.bf16, "muon": True}),
+            ),
+            "skip_logits": (
+                (f"logits{autocast}", {"bf16": args.bf16, "muon": args.muon}),
+                (f"skip_logits{autocast}", {"bf16": args.bf16, "muon": args.muon, "skip_logits": True}),
             ),
             "dropout": (
                 ("nn.functional.dropout, matched dropout", {"matched_dropout": True, "torch_dropout": True}),

@@ -140,6 +140,15 @@ class LmforgeTrainingArguments(TrainingArguments, OutputDirArguments):
             "process: a single process or DDP, not FSDP or DeepSpeed."
         },
     )
+    skip_logits: bool = field(
+        default=False,
+        metadata={
+            "help": "Training steps ask the model for its loss without its logits (the forward keyword skip_logits, "
+            "which Aksis and CharTransformer take): a chunked cross-entropy that never holds the batch x vocabulary logits. The same "
+            "loss and gradients, less memory, and a faster step where the output layer dominates (the quickstart's "
+            "small model). Evaluation keeps the logits."
+        },
+    )
     # lmforge pushes once, at the end of the run, with its model card and without checkpoints or pickles
     # (`lmforge.hub.push`); the Trainer itself never uploads (see `run_training`).
     hub_strategy: str = field(

@@ -1,6 +1,7 @@
 """The HF Trainer with perplexity in its logs and JSON training arguments, and a callback that writes a log a person
 can read."""
 
+import inspect
 import math
 import time
 from pathlib import Path
@@ -48,8 +49,37 @@ class LmforgeTrainer(JsonTrainingArgumentsMixin, Trainer):
     JSON (`training_args.json`, no pickle) with the model and in every checkpoint, and whose own Hub pushes (when it
     is used on its own; `run_training` pushes with `lmforge push`) carry the lmforge model card."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if getattr(self.args, "skip_logits", False):
+            get_base_model = getattr(self.model, "get_base_model", None)  # a PEFT model passes its keywords on
+            base_model: Any = get_base_model() if callable(get_base_model) else self.model
+            if "skip_logits" not in inspect.signature(base_model.forward).parameters:
+                raise LmforgeError(
+                    f"skip_logits: true needs a model whose forward takes skip_logits (Aksis and CharTransformer do); "
+                    f"{type(base_model).__name__} does not: set skip_logits: false"
+                )
+            if self.args.label_smoothing_factor:
+                raise LmforgeError(
+                    "skip_logits: true leaves the Trainer no logits to smooth the labels of: set skip_logits: false "
+                    "or label_smoothing_factor: 0"
+                )
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         super().log(add_perplexity(logs), start_time)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        """The Trainer's loss; with `skip_logits: true`, a training step's forward gets `skip_logits=True` (the loss
+        without the logits). Evaluation and prediction keep them for their metrics."""
+        if getattr(self.args, "skip_logits", False) and model.training and "labels" in inputs:
+            inputs = {**inputs, "skip_logits": True}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer, or with `muon: true` Muon over the hidden matrices and `optim` over the rest

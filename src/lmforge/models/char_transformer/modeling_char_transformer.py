@@ -517,6 +517,40 @@ class CharTransformerModel(CharTransformerPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_output)
 
 
+# Copied from lmforge.models.aksis.modeling_aksis.causal_lm_loss_without_logits
+def causal_lm_loss_without_logits(
+    hidden_states: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.Tensor | None = None,
+    chunk_rows: int = 256,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """transformers' `ForCausalLMLoss` of the logits `hidden_states @ weight.T`, without holding them: torch's
+    chunked `linear_cross_entropy` computes the loss and its gradients `chunk_rows` positions at a time (a 256 x 10,004
+    block of fp32 logits is 10 MB, which stays in cache). The same labels (shifted inside, `ignore_index` ignored), the
+    same reduction (the mean, or the sum over `num_items_in_batch`). Under autocast the product runs in the autocast
+    dtype, as the head's would."""
+    device = hidden_states.device
+    if shift_labels is None:
+        shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]  # (B, T): token t predicts t+1
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else hidden_states.dtype
+    rows = hidden_states.reshape(-1, hidden_states.shape[-1]).to(dtype)  # (B, T, C) -> (B*T, C)
+    loss = nn.functional.linear_cross_entropy(
+        rows,
+        weight.to(dtype),
+        shift_labels.reshape(-1).to(device),  # (B*T,)
+        ignore_index=ignore_index,
+        reduction="mean" if num_items_in_batch is None else "sum",
+        options=nn.LinearCrossEntropyOptions(batch_chunk_size=chunk_rows),
+    ).float()
+    if num_items_in_batch is not None:
+        loss = loss / (num_items_in_batch.to(device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
+    return loss
+
+
 # Copied from lmforge.models.aksis.modeling_aksis.AksisForCausalLM with Aksis->CharTransformer
 class CharTransformerForCausalLM(CharTransformerPreTrainedModel, GenerationMixin):
     """CharTransformer with a language-modelling head tied to the token embedding."""
@@ -586,6 +620,7 @@ class CharTransformerForCausalLM(CharTransformerPreTrainedModel, GenerationMixin
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        skip_logits: bool | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -593,6 +628,10 @@ class CharTransformerForCausalLM(CharTransformerPreTrainedModel, GenerationMixin
             Targets for the next-token loss; they are shifted inside, -100 is ignored.
         logits_to_keep (`int` or `torch.Tensor`, defaults to 0):
             Compute logits for the last `logits_to_keep` positions only (0 keeps all); generation uses 1.
+        skip_logits (`bool`, *optional*):
+            Compute the loss without the logits, which are returned as None (`causal_lm_loss_without_logits`: the
+            (B, T, vocab) logits and their gradient are never held whole). Needs `labels`. The keyword transformers'
+            Trainer passes for a fused loss; the training argument `skip_logits: true` passes it in training steps.
         """
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
@@ -605,11 +644,16 @@ class CharTransformerForCausalLM(CharTransformerPreTrainedModel, GenerationMixin
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs[0], logits_to_keep)  # (B, T, C) -> the positions to score
-        logits = self.lm_head(hidden_states)  # (B, T, C) -> (B, T, vocab)
 
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        logits, loss = None, None
+        if skip_logits:
+            if labels is None:
+                raise ValueError("skip_logits=True computes the loss without the logits: pass labels too.")
+            loss = causal_lm_loss_without_logits(hidden_states, self.lm_head.weight, labels, **kwargs)
+        else:
+            logits = self.lm_head(hidden_states)  # (B, T, C) -> (B, T, vocab)
+            if labels is not None:
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         cache_output: dict[str, Any] = {CACHE_FIELD: getattr(outputs, CACHE_FIELD)}
         return CausalLMOutputWithPast(
             loss=loss,
