@@ -129,6 +129,16 @@ def test_fp32_newton_schulz_is_torchs_iteration_at_higher_precision(shape):
     assert not torch.equal(ours, torchs)  # it did not run in bf16
 
 
+@pytest.mark.parametrize("shape", [(24, 8), (8, 24)])
+def test_a_stack_of_matrices_is_orthogonalized_each_on_its_own(shape):
+    torch.manual_seed(0)
+    stack = torch.randn(3, *shape) * torch.tensor([1.0, 10.0, 0.1]).view(3, 1, 1)  # norms far apart
+    together = newton_schulz_float32(stack, (3.4445, -4.7750, 2.0315), 5, 1e-7)
+    assert together.shape == stack.shape
+    for matrix, ortho in zip(stack, together, strict=True):
+        torch.testing.assert_close(ortho, newton_schulz_float32(matrix, (3.4445, -4.7750, 2.0315), 5, 1e-7))
+
+
 def newton_schulz_float64(update: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
     """Muon's quintic Newton-Schulz orthogonalization (torch's coefficients and normalization), in float64 here."""
     a, b, c = (3.4445, -4.7750, 2.0315)

@@ -44,22 +44,27 @@ def newton_schulz_float32(
     grad: torch.Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int, eps: float
 ) -> torch.Tensor:
     """torch's Muon orthogonalization (`torch.optim._muon._zeropower_via_newtonschulz`: the same quintic iteration,
-    coefficients and normalization) computed in fp32 instead of bf16."""
+    coefficients and normalization) computed in fp32 instead of bf16; of one (rows, cols) matrix, or of a stack of
+    matrices of one shape, (n, rows, cols), each on its own."""
     a, b, c = ns_coefficients
-    tall = grad.size(0) > grad.size(1)
-    ortho = grad.float().T if tall else grad.float()  # (rows <= cols)
-    ortho = ortho / ortho.norm().clamp(min=eps)  # spectral norm at most 1
+    stack = grad.float() if grad.dim() == 3 else grad.float().unsqueeze(0)  # (n, rows, cols)
+    tall = stack.size(1) > stack.size(2)
+    ortho = stack.mT if tall else stack  # (n, r, c) with r <= c
+    ortho = ortho / ortho.norm(dim=(1, 2), keepdim=True).clamp(min=eps)  # spectral norms at most 1
     for _ in range(ns_steps):
-        gram = ortho @ ortho.T
-        ortho = torch.addmm(ortho, torch.addmm(gram, gram, gram, beta=b, alpha=c), ortho, beta=a)
-    return ortho.T if tall else ortho
+        gram = ortho @ ortho.mT  # (n, r, r)
+        ortho = torch.baddbmm(ortho, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), ortho, beta=a)
+    ortho = ortho.mT if tall else ortho
+    return ortho if grad.dim() == 3 else ortho.squeeze(0)
 
 
 class Float32Muon(torch.optim.Muon):
     """`torch.optim.Muon` with its Newton-Schulz iterations in fp32, for a CPU without bf16 instructions (AVX512-BF16,
     AMX). torch runs them in bf16, which such a CPU emulates: the quickstart's 16 matrices took 150 ms a step there
-    against 37 ms in fp32, a third of the whole training step. The rest of the update is torch's: momentum (Nesterov),
-    the learning-rate adjustment and the decoupled weight decay, with the same hyper-parameters and state."""
+    against 37 ms in fp32, a third of the whole training step. The matrices of one shape (the same projection in
+    every layer) are orthogonalized together, as one stack: on a 2-core AVX2 CPU 25 ms a step against 36 ms one by
+    one for the quickstart's 16 matrices. The rest of the update is torch's: momentum (Nesterov), the learning-rate
+    adjustment and the decoupled weight decay, with the same hyper-parameters and state."""
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
@@ -69,12 +74,21 @@ class Float32Muon(torch.optim.Muon):
             grads: list[torch.Tensor] = []
             buffers: list[torch.Tensor] = []
             self._init_group(group, params, grads, buffers)
+            by_shape: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
             for param, grad, buffer in zip(params, grads, buffers, strict=True):
                 buffer.lerp_(grad, 1 - group["momentum"])
                 update = grad.lerp(buffer, group["momentum"]) if group["nesterov"] else buffer
-                update = newton_schulz_float32(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
-                param.mul_(1 - group["lr"] * group["weight_decay"])
-                param.add_(update, alpha=-_adjust_lr(group["lr"], group["adjust_lr_fn"], param.shape))
+                by_shape.setdefault(tuple(param.shape), []).append((param, update))
+            for same_shape in by_shape.values():
+                updates = newton_schulz_float32(
+                    torch.stack([update for _, update in same_shape]),
+                    group["ns_coefficients"],
+                    group["ns_steps"],
+                    group["eps"],
+                )  # (n, rows, cols)
+                for (param, _), update in zip(same_shape, updates, strict=True):
+                    param.mul_(1 - group["lr"] * group["weight_decay"])
+                    param.add_(update, alpha=-_adjust_lr(group["lr"], group["adjust_lr_fn"], param.shape))
         return loss
 
 
