@@ -34,8 +34,8 @@ class Size:
 
 REFERENCE = Size()
 QUICK = Size(context=256, hidden_size=256, num_layers=4, num_heads=4)
-# The model of recipes/aksis/shakespeare.yaml (`lmforge quickstart`)
-QUICKSTART = Size(context=128, hidden_size=192, num_layers=4, num_heads=3, dropout=0.0)
+# The model of recipes/aksis/shakespeare.yaml (`lmforge quickstart`); 4 x 192 with 3 heads before 2026-12-01
+QUICKSTART = Size(context=128, hidden_size=64, num_layers=4, num_heads=2, dropout=0.0)
 
 
 def build(name: str, size: Size, attn: str = "sdpa", matched_dropout: bool = False) -> torch.nn.Module:

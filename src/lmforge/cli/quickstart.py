@@ -1,9 +1,9 @@
 """`lmforge quickstart`: the README's main job. Trains a small Aksis on the embedded Shakespeare corpus through the
-Trainer (progress bar, log file, checkpoints), saves it, and prints text generated from it; 4-4.5 minutes on 2
-CPU cores with AVX-512, about 8 without it (bench/RESULTS.md, issue 18 part 5).
+Trainer (progress bar, log file, checkpoints), saves it, and prints text generated from it; about 4 minutes on 2
+CPU cores without AVX-512, less with it (bench/RESULTS.md, issue 18 part 5).
 
 Aksis, rather than CharTransformer, because it gives the better text for the same training time: on held-out plays
-it scores 1.99 bits per character after its 600 steps, where the best CharTransformer tried
+it scores 1.98 bits per character after its 2,000 steps, where the best CharTransformer tried
 (`recipes/char_transformer/shakespeare.yaml`: width 128, 1500 steps) reaches 2.72, and it writes real words where the
 character model still invents them (`bench/bits_per_character.py` compares saved models).
 
