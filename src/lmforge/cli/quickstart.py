@@ -1,6 +1,6 @@
 """`lmforge quickstart`: the README's main job. Trains a small Aksis on the embedded Shakespeare corpus through the
-Trainer (progress bar, log file, checkpoints), saves it, and prints text generated from it; about 4 minutes on 2
-CPU cores without AVX-512, less with it (bench/RESULTS.md, issue 18 part 5).
+Trainer (progress bar, log file, checkpoints), saves it, and prints text generated from it; under 4 minutes on 2
+cores of the slowest CPU measured, an AVX2 one without AVX-512 (bench/RESULTS.md, issue 18 part 5).
 
 Aksis, rather than CharTransformer, because it gives the better text for the same training time: on held-out plays
 it scores 1.98 bits per character after its 2,000 steps, where the best CharTransformer tried
