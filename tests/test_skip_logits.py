@@ -1,5 +1,5 @@
 """`skip_logits`: Aksis's (and, by the copy, CharTransformer's) loss without its logits (torch's chunked `linear_cross_entropy`), and the training argument
-`skip_logits: true` that asks for it in the real Trainer's training steps only."""
+`skip_logits: true` that asks for it in the real Trainer's steps that need only the loss."""
 
 import json
 
@@ -96,13 +96,23 @@ def test_trainer_passes_skip_logits_in_training_steps_only(tmp_path, tiny_text_f
     trainer = build_trainer(setup, parse_recipe(recipe)[2])
     trainer.train()
     assert calls.count((True, True)) == 12 and (True, False) not in calls  # every training step, max_steps 12
-    assert (False, False) in calls and (False, True) not in calls  # evaluation keeps its logits
+    # the evaluations (no compute_metrics: the loss only) skipped them too
+    assert (False, True) in calls and (False, False) not in calls
+    calls.clear()
+    predictions = trainer.predict(setup.eval_dataset)  # predictions need the logits: they are kept
+    assert calls and set(calls) == {(False, False)}
+    assert predictions.predictions[0].shape[-1] == setup.model.config.vocab_size
     trainer.save_model()
     trainer.state.save_to_json(str(skipping / "trainer_state.json"))
     # the same seeded run with and without skip_logits: the same losses and weights
     logs = [json.loads((folder / "trainer_state.json").read_text())["log_history"] for folder in (plain, skipping)]
     losses = [[entry["loss"] for entry in log if "loss" in entry] for log in logs]
     assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], rel=1e-4)
+    eval_losses = [
+        {entry["step"]: entry["eval_loss"] for entry in reversed(log) if "eval_loss" in entry} for log in logs
+    ]
+    assert set(eval_losses[1]) == {6, 12}
+    assert [eval_losses[1][step] for step in (6, 12)] == pytest.approx([eval_losses[0][step] for step in (6, 12)])
     a = AutoModelForCausalLM.from_pretrained(plain).state_dict()
     b = AutoModelForCausalLM.from_pretrained(skipping).state_dict()
     for name in a:

@@ -146,7 +146,7 @@ class LmforgeTrainingArguments(TrainingArguments, OutputDirArguments):
             "help": "Training steps ask the model for its loss without its logits (the forward keyword skip_logits, "
             "which Aksis and CharTransformer take): a chunked cross-entropy that never holds the batch x vocabulary logits. The same "
             "loss and gradients, less memory, and a faster step where the output layer dominates (the quickstart's "
-            "small model). Evaluation keeps the logits."
+            "small model). Evaluation does the same when it needs only the loss (no compute_metrics)."
         },
     )
     # lmforge pushes once, at the end of the run, with its model card and without checkpoints or pickles

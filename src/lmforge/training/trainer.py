@@ -76,10 +76,24 @@ class LmforgeTrainer(JsonTrainingArgumentsMixin, Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> Any:
         """The Trainer's loss; with `skip_logits: true`, a training step's forward gets `skip_logits=True` (the loss
-        without the logits). Evaluation and prediction keep them for their metrics."""
+        without the logits)."""
         if getattr(self.args, "skip_logits", False) and model.training and "labels" in inputs:
             inputs = {**inputs, "skip_logits": True}
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> Any:
+        """The Trainer's evaluation step; with `skip_logits: true`, an evaluation that only needs the loss (no
+        `compute_metrics`) gets it without the logits too, as transformers' Trainer does with Liger's fused loss.
+        Evaluations and predictions that need the logits keep them."""
+        if getattr(self.args, "skip_logits", False) and prediction_loss_only and "labels" in inputs:
+            inputs = {**inputs, "skip_logits": True}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer, or with `muon: true` Muon over the hidden matrices and `optim` over the rest

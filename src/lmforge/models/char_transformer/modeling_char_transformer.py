@@ -631,7 +631,7 @@ class CharTransformerForCausalLM(CharTransformerPreTrainedModel, GenerationMixin
         skip_logits (`bool`, *optional*):
             Compute the loss without the logits, which are returned as None (`causal_lm_loss_without_logits`: the
             (B, T, vocab) logits and their gradient are never held whole). Needs `labels`. The keyword transformers'
-            Trainer passes for a fused loss; the training argument `skip_logits: true` passes it in training steps.
+            Trainer passes for a fused loss; the training argument `skip_logits: true` passes it wherever only the loss is needed.
         """
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
