@@ -1,5 +1,6 @@
-"""`skip_logits`: Aksis's (and, by the copy, CharTransformer's) loss without its logits (torch's chunked `linear_cross_entropy`), and the training argument
-`skip_logits: true` that asks for it in the real Trainer's steps that need only the loss."""
+"""`skip_logits`: Aksis's (and, by the copy, CharTransformer's) loss without its logits (torch's chunked
+`linear_cross_entropy`), and the training argument `skip_logits: true` that asks for it in the real Trainer's steps
+that need only the loss."""
 
 import json
 
@@ -80,7 +81,7 @@ def test_skip_logits_needs_labels():
         tiny_aksis()(input_ids=torch.randint(0, VOCAB, (1, 5)), skip_logits=True)
 
 
-def test_trainer_passes_skip_logits_in_training_steps_only(tmp_path, tiny_text_file):
+def test_trainer_skips_logits_where_only_the_loss_is_needed(tmp_path, tiny_text_file):
     plain, skipping = tmp_path / "plain", tmp_path / "skip"
     run_training(*parse_recipe(tiny_recipe(tiny_text_file, plain)))
     recipe = tiny_recipe(tiny_text_file, skipping, skip_logits=True)

@@ -77,9 +77,9 @@ class LmforgeTrainer(JsonTrainingArgumentsMixin, Trainer):
     ) -> Any:
         """The Trainer's loss; with `skip_logits: true`, a training step's forward gets `skip_logits=True` (the loss
         without the logits)."""
-        if getattr(self.args, "skip_logits", False) and model.training and "labels" in inputs:
-            inputs = {**inputs, "skip_logits": True}
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return super().compute_loss(
+            model, self.skipping_logits(inputs, model.training), return_outputs, num_items_in_batch
+        )
 
     def prediction_step(
         self,
@@ -91,9 +91,16 @@ class LmforgeTrainer(JsonTrainingArgumentsMixin, Trainer):
         """The Trainer's evaluation step; with `skip_logits: true`, an evaluation that only needs the loss (no
         `compute_metrics`) gets it without the logits too, as transformers' Trainer does with Liger's fused loss.
         Evaluations and predictions that need the logits keep them."""
-        if getattr(self.args, "skip_logits", False) and prediction_loss_only and "labels" in inputs:
-            inputs = {**inputs, "skip_logits": True}
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        return super().prediction_step(
+            model, self.skipping_logits(inputs, prediction_loss_only), prediction_loss_only, ignore_keys
+        )
+
+    def skipping_logits(self, inputs: dict[str, Any], only_the_loss: bool) -> dict[str, Any]:
+        """`inputs` with `skip_logits=True` added when `skip_logits: true` is set, the step needs only the loss, and
+        there are labels to compute it from; else `inputs` unchanged."""
+        if getattr(self.args, "skip_logits", False) and only_the_loss and "labels" in inputs:
+            return {**inputs, "skip_logits": True}
+        return inputs
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer, or with `muon: true` Muon over the hidden matrices and `optim` over the rest
